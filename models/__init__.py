@@ -1,0 +1,14 @@
+"""Models (training logic per task): ``model_type: X`` -> class ``X`` in ``models/**/*_model.py``."""
+from __future__ import annotations
+
+from utils.registry import MODELS
+
+
+def model_names() -> list[str]:
+    return MODELS.names()
+
+
+def create_model(opt, **kwargs):
+    """Build the model named by ``opt.model_type`` from the experiment config ``opt``."""
+    model_cls = MODELS.get(opt.model_type)
+    return model_cls(opt, **kwargs)

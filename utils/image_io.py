@@ -1,0 +1,108 @@
+"""Image files <-> float32 RGB arrays in [0, 1] (the lab's only image reader/writer).
+
+Files are read with OpenCV (8/16-bit PNG, JPEG, BMP, TIFF, WebP) and converted from OpenCV's
+BGR order to RGB once, here, so no other module ever sees BGR. Saving rounds to the nearest
+integer level after clipping to [0, 1] (the BasicSR ``tensor2img`` convention).
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from utils.errors import DataError
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+
+
+def list_images(folder: str | os.PathLike, recursive: bool = True) -> list[Path]:
+    """Image files under ``folder`` (sorted relative paths -> deterministic order)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(f"image folder not found: {folder}")
+    pattern = "**/*" if recursive else "*"
+    files = [p for p in folder.glob(pattern) if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS]
+    return sorted(files, key=lambda p: p.relative_to(folder).as_posix())
+
+
+def read_image(path: str | os.PathLike, channels: int = 3) -> np.ndarray:
+    """Read an image as float32 H×W×C RGB in [0, 1].
+
+    ``channels=3`` turns grayscale into 3 equal channels and drops alpha; ``channels=1``
+    returns luminance-free single channel only for single-channel files (colour files raise).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"image not found: {path}")
+    raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if raw is None:
+        raise DataError(f"cannot read image (corrupt or unsupported format): {path}")
+    if raw.dtype == np.uint8:
+        img = raw.astype(np.float32) / 255.0
+    elif raw.dtype == np.uint16:
+        img = raw.astype(np.float32) / 65535.0
+    elif raw.dtype in (np.float32, np.float64):
+        img = raw.astype(np.float32)
+    else:
+        raise DataError(f"unsupported pixel type {raw.dtype} in {path}")
+    if img.ndim == 2:
+        img = img[:, :, None]
+    if img.shape[2] == 4:
+        img = img[:, :, :3]
+    if img.shape[2] == 3:
+        img = img[:, :, ::-1]  # OpenCV BGR -> RGB
+    if channels == 3 and img.shape[2] == 1:
+        img = np.repeat(img, 3, axis=2)
+    elif channels == 1 and img.shape[2] != 1:
+        raise DataError(f"expected a single-channel image, got {img.shape[2]} channels: {path}")
+    return np.ascontiguousarray(img)
+
+
+def quantize(img: np.ndarray, bits: int = 8) -> np.ndarray:
+    """Clip to [0, 1] and round to the nearest of 2**bits levels (uint8 or uint16)."""
+    if bits not in (8, 16):
+        raise ValueError(f"bits must be 8 or 16, got {bits}")
+    top = 255.0 if bits == 8 else 65535.0
+    dtype = np.uint8 if bits == 8 else np.uint16
+    return np.round(np.clip(img.astype(np.float64), 0.0, 1.0) * top).astype(dtype)
+
+
+def write_image(path: str | os.PathLike, img: np.ndarray | torch.Tensor, bits: int = 8) -> Path:
+    """Write float RGB [0, 1] (H×W×C array or C×H×W tensor) atomically (temp file + rename)."""
+    path = Path(path)
+    if isinstance(img, torch.Tensor):
+        img = tensor_to_image(img)
+    if img.ndim == 2:
+        img = img[:, :, None]
+    data = quantize(img, bits)
+    if data.shape[2] == 3:
+        data = data[:, :, ::-1]  # RGB -> OpenCV BGR
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        if not cv2.imwrite(tmp, np.ascontiguousarray(data)):
+            raise DataError(f"cannot write image: {path}")
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def image_to_tensor(img: np.ndarray) -> torch.Tensor:
+    """H×W×C float array -> C×H×W float32 tensor."""
+    return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))).float()
+
+
+def tensor_to_image(t: torch.Tensor) -> np.ndarray:
+    """C×H×W (or 1×C×H×W) tensor -> H×W×C float32 array (no clipping)."""
+    if t.ndim == 4:
+        if t.shape[0] != 1:
+            raise ValueError(f"expected one image, got a batch of {t.shape[0]}")
+        t = t[0]
+    return t.detach().float().cpu().numpy().transpose(1, 2, 0)
