@@ -31,7 +31,7 @@ REQUIRED_ATTRS = ("psf_type", "grid_shape", "psf_size", "sensor_res", "channel_o
 BASIS_ATTRS = ("basis_method", "n_basis", "explained_energy")
 # Per-node metadata arrays are stored as attributes only up to this many values (HDF5 attributes
 # are limited to 64 KiB); larger ones are reproducible from ``args`` and ``seed``.
-MAX_ATTR_VALUES = 4096
+MAX_ATTR_VALUES = 8192
 
 
 def default_H_img(grid_shape: tuple[int, int], sensor_res: tuple[int, int]) -> np.ndarray:
