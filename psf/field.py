@@ -209,11 +209,19 @@ def save_psf_field(psf_field: PSFField, path: str | os.PathLike) -> Path:
                     f.attrs[key] = _as_attr(value)
             if psf_field.has_basis:
                 f.attrs["n_basis"] = psf_field.n_basis
+        _umask_permissions(tmp)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return path
+
+
+def _umask_permissions(path) -> None:
+    """mkstemp creates 0600 files; give the result the permissions a plain open() would."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
 
 
 def resolve_psf_path(path: str | os.PathLike) -> Path:
