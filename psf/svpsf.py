@@ -194,6 +194,14 @@ class PSFSimulator:
         self.device = torch.device(device)
         self.options = build_options(self.psf_type, options)
 
+    @classmethod
+    def from_config(cls, config: dict[str, Any] | str) -> "PSFSimulator":
+        """Rebuild the simulator from ``config()`` or a file's ``args`` attribute (JSON); the
+        ``command`` entry written by the CLI is ignored."""
+        if isinstance(config, str):
+            config = json.loads(config)
+        return cls(**{k: v for k, v in config.items() if k != "command"})
+
     @property
     def geometry(self) -> FieldGeometry:
         return FieldGeometry(self.grid_shape, self.sensor_res, self.H_img)
@@ -204,7 +212,8 @@ class PSFSimulator:
             "psf_type": self.psf_type, "grid_shape": list(self.grid_shape), "psf_size": self.psf_size,
             "sensor_res": list(self.sensor_res), "seed": self.seed, "wavelengths_nm": list(self.wavelengths_nm),
             "pixel_pitch_um": self.pixel_pitch_um, "channel_order": self.channel_order,
-            "magnification": self.magnification, **_jsonable(dataclasses.asdict(self.options)),
+            "magnification": self.magnification, "H_img": self.H_img.tolist(),
+            **_jsonable(dataclasses.asdict(self.options)),
         }
 
     def H_obj(self) -> np.ndarray:
