@@ -719,7 +719,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from utils.config import load_config
 
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_intermixed_args(argv)  # overrides may come before or after options
     if args.test and args.resume:
         raise ConfigError("--resume applies to training, not to -test")
     if args.weights and not args.test:

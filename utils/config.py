@@ -159,8 +159,7 @@ class TrainConfig:
         _check(self.ema_decay is None or 0.0 < self.ema_decay < 1.0,
                f"train.ema_decay must lie in (0, 1) or be null, got {self.ema_decay}")
         _check(len(self.losses) > 0, "train.losses must name at least one loss")
-        _check(self.scheduler.warmup_steps <= self.max_steps,
-               f"train.scheduler.warmup_steps ({self.scheduler.warmup_steps}) exceeds train.max_steps ({self.max_steps})")
+        _check(self.scheduler.min_lr <= self.lr, f"train.scheduler.min_lr ({self.scheduler.min_lr}) exceeds train.lr ({self.lr})")
 
 
 @dataclass(frozen=True)
@@ -347,8 +346,10 @@ def _set_path(tree: dict, parts: list[str], value, item: str) -> None:
             else:
                 node[index] = value
             return
-        if isinstance(node, dict) and not isinstance(node.get(index), (dict, list)):
-            node[index] = {}
+        if isinstance(node, dict) and node.get(index) is None:
+            node[index] = {}  # a new section
+        elif not isinstance(node[index], (dict, list)):
+            raise ConfigError(f"bad override {item!r}: {where} is not a mapping")
         if isinstance(node[index], dict):
             node[index] = dict(node[index])
         elif isinstance(node[index], list):
@@ -437,6 +438,11 @@ def _coerce(value, hint, key: str, hooks: dict[str, Hook], root: Mapping):
         if len(options) == 1:
             if value is None:
                 raise ConfigError(f"{key} must be {_type_name(hint)}, got null")
+            if options[0] in (int, float, bool, str):  # scalar: say that null is allowed too
+                try:
+                    return _coerce(value, options[0], key, hooks, root)
+                except ConfigError:
+                    raise ConfigError(f"{key} must be {_type_name(hint)}, got {value!r} ({type(value).__name__})") from None
             return _coerce(value, options[0], key, hooks, root)
         for option in options:
             try:
@@ -515,6 +521,17 @@ def _check_network(value, key: str, root: Mapping) -> FrozenDict:
     if not isinstance(value, Mapping):
         raise ConfigError(f"{key} must be a mapping with a type, got {value!r}")
     _checked(check_network_options, value, key)
+    # Build the (cheap) config object now, so a bad value fails at load time, not after data loading.
+    from models.archs import get_network_classes
+
+    config_cls, _ = get_network_classes(value["type"])
+    options = thaw({k: v for k, v in value.items() if k != "type"})
+    try:
+        config_cls(**options)
+    except RestorelabError as exc:
+        raise ConfigError(f"{key} ({value['type']}): {exc}") from None
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{key} ({value['type']}): {exc}") from exc
     return FrozenDict(value)
 
 
