@@ -101,6 +101,26 @@ class TrainStream:
             epoch, first = epoch + 1, 0
 
 
+PSF_KEYS = ("psf", "basis_psfs", "basis_coef")
+
+
+def dataset_options(options: dict, keywords: list[str], seed: int, batch_keys: tuple[str, ...]) -> dict:
+    """Constructor keywords of a dataset: the YAML mapping plus what the experiment implies,
+    for datasets that take them and where the YAML leaves them unset:
+
+    * ``seed``: the experiment ``seed`` (training randomness comes from (seed, epoch, index));
+    * ``psf_keys``: the PSF entries (psf, basis_psfs, basis_coef) the model's networks read
+      (their ``input_keys``), so a PSF-aware network gets them without extra YAML.
+    """
+    options = dict(options)
+    if "seed" in keywords and "seed" not in options:
+        options["seed"] = seed
+    wanted = [k for k in batch_keys if k in PSF_KEYS]
+    if wanted and "psf_keys" in keywords and options.get("psf_keys") is None:
+        options["psf_keys"] = wanted
+    return options
+
+
 def shard_indices(n: int, rank: int, world: int) -> list[int]:
     """Evaluation shard of one process: every ``world``-th image, no padding or duplicates."""
     return list(range(rank, n, world))
@@ -346,10 +366,8 @@ class Trainer:
         options = getattr(self.cfg.datasets, split)
         if options is None:
             raise ConfigError(f"datasets.{split} is not set (needed for {'training' if split == 'train' else split})")
-        options = options.to_dict()
-        # Training randomness is drawn from (seed, epoch, index): the experiment seed, unless set.
-        if "seed" not in options and "seed" in keyword_names(DATASETS.get(options["type"]).__init__):
-            options["seed"] = self.cfg.seed
+        options = dataset_options(options.to_dict(), keyword_names(DATASETS.get(options["type"]).__init__),
+                                  self.cfg.seed, self.model.batch_keys())
         try:
             data = create_dataset(options)
         except (TypeError, ValueError) as exc:
@@ -609,8 +627,9 @@ class Trainer:
         self.model.train()
         exit_code = 0
         try:
+            sums: dict[str, torch.Tensor] = {}  # logged values summed since the last log line
+            steps_since_log = 0
             while self.step < t.max_steps:
-                sums: dict[str, torch.Tensor] = {}
                 for _ in range(t.grad_accum):
                     batch = self._to_device(next(stream))
                     with self.model.accumulate():
@@ -621,11 +640,13 @@ class Trainer:
                     for k, val in logs.items():
                         sums[k] = sums.get(k, 0.0) + torch.as_tensor(val, device=acc.device).detach().float() / t.grad_accum
                 self.step += 1
+                steps_since_log += 1
                 for name, ema in self.emas.items():
                     ema.update(self.model.network(name))
                 stop = self._any_process(self._stop_signal is not None)
                 if self.step % t.log_every == 0 or self.step == t.max_steps or stop:
-                    self._log_train(sums, bar)
+                    self._log_train({k: v / steps_since_log for k, v in sums.items()}, bar)
+                    sums, steps_since_log = {}, 0
                 bar.update(1)
                 if self.val_set is not None and ((t.val_every and self.step % t.val_every == 0) or self.step == t.max_steps):
                     self.validate()
@@ -650,10 +671,11 @@ class Trainer:
                 signal.signal(s, handler)
             acc.end_training()
 
-    def _log_train(self, sums: dict[str, torch.Tensor], bar) -> None:
+    def _log_train(self, means: dict[str, torch.Tensor], bar) -> None:
+        """Mean of each logged value over the steps since the last log line and over processes."""
         acc = self.accelerator
         values = {}
-        for k, val in sums.items():
+        for k, val in means.items():
             if acc.num_processes > 1:
                 val = acc.reduce(val, reduction="mean")
             values[f"train/{k}"] = float(val)
@@ -734,11 +756,12 @@ def main(argv: list[str] | None = None) -> int:
             trainer.test()
             return 0
         return trainer.fit()
-    except RestorelabError:
+    except (ConfigError, TrainingError):
+        # Every process raises these alike: the main process reports it (one line, not one per process).
         from accelerate.state import PartialState
 
         if PartialState._shared_state and not PartialState().is_main_process:
-            raise SystemExit(2)  # the main process reports it: one line, not one per process
+            raise SystemExit(2)
         raise
     finally:
         _shutdown_distributed()

@@ -251,7 +251,11 @@ class BaseModel:
                 raise DataError(f"pretrained weights must be a .safetensors file or a save_pretrained folder: {file}")
             state = load_file(str(file))
             net = self.network(name)
-            result = net.load_state_dict(state, strict=False)
+            try:
+                result = net.load_state_dict(state, strict=False)
+            except RuntimeError as exc:  # shape mismatches
+                detail = next((line.strip() for line in str(exc).splitlines() if "size mismatch" in line), str(exc))
+                raise DataError(f"weights in {file} do not fit network '{name}' ({type(net).__name__}): {detail}") from None
             if result.missing_keys or result.unexpected_keys:
                 detail = (result.missing_keys or result.unexpected_keys)[:3]
                 raise DataError(

@@ -168,7 +168,7 @@ def test_unknown_names_say_did_you_mean(tmp_path, text, expected):
     (MINIMAL + "train: {max_steps: 0}\n", "train.max_steps must be >= 1, got 0"),
     (MINIMAL + "train: {max_steps: 10, ema_decay: 1.5}\n", "train.ema_decay must lie in (0, 1) or be null, got 1.5"),
     (MINIMAL + "val: {metrics: [ssim]}\n", "val.best_metric 'psnr' is not one of val.metrics (ssim)"),
-    (MINIMAL + "val: {patch_size: 64, overlap: 64}\n", "val.overlap must lie in [0, val.patch_size), got 64"),
+    (MINIMAL + "val: {patch_size: 64, overlap: 33}\n", "val.overlap must lie in [0, val.patch_size / 2], got 33"),
     (MINIMAL + "push_to_hub: true\n", "push_to_hub: true needs hub_model_id"),
     (MINIMAL + "name: a/b\n", "name must be a plain folder name"),
 ])

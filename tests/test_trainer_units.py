@@ -170,3 +170,14 @@ def test_metrics_files_shape(tmp_path):
     rows = list(csv.reader((tmp_path / "metrics.csv").open()))
     assert rows[0] == ["image", "psnr", "ssim"] and rows[1] == ["a.png", "30.0", "0.9"]
     assert not list(tmp_path.glob(".*"))  # no temporary files left
+
+
+def test_dataset_options_fill_seed_and_psf_keys_only_when_unset():
+    from trainer import dataset_options
+
+    keywords = ["root", "seed", "psf_keys"]
+    assert dataset_options({"type": "X"}, keywords, 7, ("gt", "lq")) == {"type": "X", "seed": 7}
+    assert dataset_options({"type": "X", "seed": 1}, keywords, 7, ("gt", "lq", "basis_psfs", "basis_coef")) == {
+        "type": "X", "seed": 1, "psf_keys": ["basis_psfs", "basis_coef"]}
+    assert dataset_options({"type": "X", "psf_keys": ["psf"]}, keywords, 7, ("gt", "lq", "basis_coef"))["psf_keys"] == ["psf"]
+    assert dataset_options({"type": "X"}, ["root"], 7, ("gt", "lq", "psf")) == {"type": "X"}  # not taken: not passed

@@ -182,8 +182,8 @@ class ValConfig:
         _check(self.best_metric in self.metrics,
                f"val.best_metric '{self.best_metric}' is not one of val.metrics ({', '.join(self.metrics)})")
         _check(self.patch_size >= 8, f"val.patch_size must be >= 8, got {self.patch_size}")
-        _check(0 <= self.overlap < self.patch_size,
-               f"val.overlap must lie in [0, val.patch_size), got {self.overlap}")
+        _check(0 <= self.overlap and 2 * self.overlap <= self.patch_size,
+               f"val.overlap must lie in [0, val.patch_size / 2], got {self.overlap} for patch_size {self.patch_size}")
         for key in ("log_images", "crop_border"):
             _check(getattr(self, key) >= 0, f"val.{key} must be >= 0, got {getattr(self, key)}")
         _check(self.batch_size >= 1, f"val.batch_size must be >= 1, got {self.batch_size}")
