@@ -112,7 +112,7 @@ class EvaluationResult:
     inf_counts: dict[str, int] = field(default_factory=dict)
 
     def to_json(self) -> str:
-        return json.dumps(_json_safe({
+        return json.dumps(json_safe({
             "convention": self.convention,
             "mean": self.mean,
             "dataset": self.dataset,
@@ -159,14 +159,14 @@ def _fmt_csv(value: float) -> str:
     return "inf" if math.isinf(value) else repr(float(value))
 
 
-def _json_safe(obj):
+def json_safe(obj):
     """JSON has no infinity: +inf PSNR is written as the string "inf"."""
     if isinstance(obj, float) and math.isinf(obj):
         return "inf" if obj > 0 else "-inf"
     if isinstance(obj, dict):
-        return {k: _json_safe(v) for k, v in obj.items()}
+        return {k: json_safe(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
+        return [json_safe(v) for v in obj]
     return obj
 
 
