@@ -70,6 +70,7 @@ def test_help(script):
         assert res.returncode == 0 and words in res.stdout
 
 
+@pytest.mark.slow
 def test_step1_then_step2(tmp_path, script):
     out = tmp_path / "seidel"
     proc = run(STEP1, "--psf_type", "seidel", "--save_dir", out, *SMALL, "--seed", "5", "--f_number", "4",
@@ -89,6 +90,7 @@ def test_step1_then_step2(tmp_path, script):
     script(STEP1, "--psf_type", "seidel", "--save_dir", again, *SMALL, "--seed", "5", "--f_number", "4",
         "--pixel_pitch_um", "1.5", "--seidel", "W040=0.5", "W131=0.4", "W222=0.3", "--no_previews")
     assert torch.equal(load_psf_field(again).psfs, field.psfs)
+    assert torch.equal(PSFSimulator.from_config(field.attrs["args"]).simulate().psfs, field.psfs)
 
     proc = run(STEP2, "--psf_data_path", out, "--n_basis", "12")
     assert proc.returncode == 0, proc.stderr
