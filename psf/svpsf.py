@@ -191,7 +191,12 @@ class PSFSimulator:
         self.H_img = default_H_img(self.grid_shape, self.sensor_res) if H_img is None else np.asarray(H_img, np.float64)
         if self.H_img.shape != (3, 3):
             raise ConfigError(f"H_img must be 3x3, got shape {self.H_img.shape}")
-        self.device = torch.device(device)
+        try:
+            self.device = torch.device(device)
+        except (RuntimeError, TypeError):
+            raise ConfigError(f"unknown torch device '{device}'") from None
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise ConfigError(f"device '{device}' asked for but no CUDA GPU is available")
         self.options = build_options(self.psf_type, options)
 
     @classmethod

@@ -34,6 +34,11 @@ def test_validation_messages():
     with pytest.raises(ConfigError, match="lateral_color_px needs one value per channel"):
         PSFSimulator("gaussian", lateral_color_px=[0.1, 0.2], **SMALL).simulate()
     assert PSFSimulator("gaussian", wavelengths_nm=[550.0]).channel_order == "L"
+    with pytest.raises(ConfigError, match="unknown torch device 'gpu0'"):
+        PSFSimulator("gaussian", device="gpu0")
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="no CUDA GPU"):
+            PSFSimulator("gaussian", device="cuda")
 
 
 @pytest.mark.parametrize("psf_type", ["gaussian", "seidel", "zernike", "motion"])
