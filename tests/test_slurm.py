@@ -1,0 +1,171 @@
+"""The Slurm job scripts on a real one-node cluster (scripts/slurm/local_cluster.sh).
+
+The trainer and dataset step 3 are replaced by stand-ins with the same process contract
+(tests/slurm_standins/): the tests prove the job scripts' launch, signal, requeue, array and
+dependency logic; the same scripts run the real programs unchanged.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from slurm_cluster import ROOT, LocalSlurm, slurm_cluster, wait_until  # noqa: F401  (fixture)
+
+pytestmark = pytest.mark.slurm
+
+SLURM_DIR = ROOT / "scripts" / "slurm"
+STANDINS = Path(__file__).resolve().parent / "slurm_standins"
+FAKE_TRAINER = STANDINS / "fake_trainer.py"
+FAKE_DATASET = STANDINS / "fake_generate_dataset.py"
+
+
+def read_lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_two_task_job(slurm_cluster: LocalSlurm, tmp_path: Path):
+    job = slurm_cluster.sbatch(
+        "--ntasks=2", f"--chdir={tmp_path}", "--output=job.out",
+        "--wrap", "srun bash -c 'echo $SLURM_PROCID $SLURM_NTASKS $SLURM_JOB_ID > task-$SLURM_PROCID.txt'",
+    )
+    info = slurm_cluster.wait_finished(job, timeout=60)
+    assert (info.state, info.exit_code) == ("COMPLETED", "0:0"), (tmp_path / "job.out").read_text()
+    tasks = sorted((tmp_path / f"task-{i}.txt").read_text().split() for i in range(2))
+    assert tasks == [["0", "2", job], ["1", "2", job]]
+
+
+def test_job_array(slurm_cluster: LocalSlurm, tmp_path: Path):
+    job = slurm_cluster.sbatch(
+        "--array=3-5", f"--chdir={tmp_path}", "--output=array-%A_%a.out",
+        "--wrap", "echo $SLURM_ARRAY_JOB_ID $SLURM_ARRAY_TASK_ID $SLURM_ARRAY_TASK_COUNT > task-$SLURM_ARRAY_TASK_ID.txt",
+    )
+    wait_until(lambda: set(slurm_cluster.array_states(job).values()) == {"COMPLETED"}, 60, "array tasks to complete")
+    assert sorted(slurm_cluster.array_states(job)) == ["3", "4", "5"]
+    for task in (3, 4, 5):
+        assert (tmp_path / f"task-{task}.txt").read_text().split() == [job, str(task), "3"]
+
+
+# --- dataset generation: job array + dependent merge ---------------------------------------------
+
+def submit_dataset(cluster: LocalSlurm, workdir: Path, out: Path, array: str, env: dict | None = None) -> tuple[str, str]:
+    env = {"RESTORELAB_DATASET_SCRIPT": str(FAKE_DATASET), **(env or {})}
+    common = ["--chdir", str(workdir), "--cpus-per-task=1"]
+    shards = cluster.sbatch(*common, f"--array={array}", "--output=shard-%A_%a.out",
+                            str(SLURM_DIR / "generate_dataset.sbatch"),
+                            "--out", str(out), "--num_samples", "23", "--seed", "7", env=env)
+    merge = cluster.sbatch(*common, f"--dependency=afterok:{shards}", "--kill-on-invalid-dep=yes",
+                           "--output=merge-%j.out", str(SLURM_DIR / "generate_dataset.sbatch"),
+                           "--merge", "--out", str(out), env=env)
+    return shards, merge
+
+
+def test_dataset_array_and_merge_equal_single_process(slurm_cluster: LocalSlurm, tmp_path: Path):
+    out = tmp_path / "sharded"
+    shards, merge = submit_dataset(slurm_cluster, tmp_path, out, array="2-4")  # offset ids: shards 0..2
+    # the merge job waits for the array
+    assert slurm_cluster.job(merge).state == "PENDING"
+    info = slurm_cluster.wait_finished(merge, timeout=120)
+    assert (info.state, info.exit_code) == ("COMPLETED", "0:0"), (tmp_path / f"merge-{merge}.out").read_text()
+    assert set(slurm_cluster.array_states(shards).values()) == {"COMPLETED"}
+
+    written = sorted(json.loads(p.read_text())["array_task"] + ":" + str(json.loads(p.read_text())["shard_index"])
+                     for p in (out / "shards").glob("*.json"))
+    assert written == ["2:0", "3:1", "4:2"]  # one shard per array task, numbered from 0
+
+    single = tmp_path / "single"
+    subprocess.run([sys.executable, str(FAKE_DATASET), "--out", str(single), "--num_samples", "23", "--seed", "7"], check=True)
+    merged = json.loads((out / "data.json").read_text())
+    assert len(merged["samples"]) == 23
+    assert merged == json.loads((single / "data.json").read_text())
+
+
+def test_dataset_merge_never_runs_after_a_failed_shard(slurm_cluster: LocalSlurm, tmp_path: Path):
+    out = tmp_path / "sharded"
+    # one task gets an argument the generator rejects -> that shard fails
+    shards, merge = submit_dataset(slurm_cluster, tmp_path, out, array="0-1",
+                                   env={"RESTORELAB_SETUP": str(write_failing_setup(tmp_path, task=1))})
+    info = slurm_cluster.wait_finished(merge, timeout=120)
+    assert info.state == "CANCELLED"  # dependency can never be satisfied
+    states = slurm_cluster.array_states(shards)
+    assert states == {"0": "COMPLETED", "1": "FAILED"}
+    assert not (out / "data.json").exists()
+
+
+def write_failing_setup(tmp_path: Path, task: int) -> Path:
+    setup = tmp_path / "site_setup.sh"
+    setup.write_text(f'if [[ $SLURM_ARRAY_TASK_ID == {task} ]]; then echo "simulated failure" >&2; exit 3; fi\n')
+    return setup
+
+
+# --- training: preemption and requeue --------------------------------------------------------------
+
+TOTAL_STEPS = 40
+
+
+def train_config(path: Path, run_dir: Path, step_time: float) -> Path:
+    path.write_text(json.dumps({"run_dir": str(run_dir), "total_steps": TOTAL_STEPS, "step_time": step_time,
+                                "checkpoint_every": 15, "batch_size": 6, "dim": 8}))
+    return path
+
+
+@pytest.fixture(scope="module")
+def reference_weights(tmp_path_factory) -> list[str]:
+    """The uninterrupted run, one process, no Slurm."""
+    tmp = tmp_path_factory.mktemp("reference")
+    cfg = train_config(tmp / "run.json", tmp / "run", step_time=0.0)
+    subprocess.run([sys.executable, str(FAKE_TRAINER), "-opt", str(cfg)], check=True)
+    return json.loads((tmp / "run" / "final.json").read_text())["weights"]
+
+
+def submit_training(cluster: LocalSlurm, tmp_path: Path) -> tuple[str, Path]:
+    run_dir = tmp_path / "run"
+    cfg = train_config(tmp_path / "run.json", run_dir, step_time=0.25)
+    job = cluster.sbatch(
+        "--chdir", str(tmp_path), "--cpus-per-task=2", "--output=train-%j.out",
+        str(SLURM_DIR / "train.sbatch"), "-opt", str(cfg),
+        env={"RESTORELAB_TRAIN_SCRIPT": str(FAKE_TRAINER), "NPROC_PER_NODE": "2"},
+    )
+    # preempt mid-run: after a few steps, before the end
+    wait_until(lambda: (run_dir / "progress").exists() and int((run_dir / "progress").read_text()) >= 6,
+               timeout=120, what="training progress")
+    return job, run_dir
+
+
+def check_resumed_run(cluster: LocalSlurm, job: str, tmp_path: Path, run_dir: Path, reference: list[str]) -> str:
+    info = cluster.wait_finished(job, timeout=240, release_requeued=True)
+    log = (tmp_path / f"train-{job}.out").read_text()
+    assert (info.state, info.exit_code, info.restarts) == ("COMPLETED", "0:0", 1), log
+
+    events = read_lines(run_dir / "launches.jsonl")
+    assert [e["event"] for e in events] == ["start", "stop", "start", "finish"], events
+    first, stop, second, finish = events
+    assert (first["step"], first["world_size"], first["restart"]) == (0, 2, 0)
+    assert 6 <= stop["step"] < TOTAL_STEPS  # really interrupted mid-run
+    assert (run_dir / "checkpoints" / f"checkpoint-{stop['step']}").is_dir()
+    assert (second["step"], second["world_size"], second["restart"]) == (stop["step"], 2, 1)  # resumed, not restarted
+    assert first["job"] == second["job"] == job
+    assert finish["step"] == TOTAL_STEPS
+
+    final = json.loads((run_dir / "final.json").read_text())["weights"]
+    assert final == reference  # bit-identical to the uninterrupted one-process run
+    return log
+
+
+def test_train_time_limit_warning_checkpoints_and_requeues(slurm_cluster: LocalSlurm, tmp_path: Path, reference_weights):
+    job, run_dir = submit_training(slurm_cluster, tmp_path)
+    # what `#SBATCH --signal=B:USR1@300` does before the time limit: SIGUSR1 to the batch shell only
+    slurm_cluster.run("scancel", "--batch", "--signal=USR1", job)
+    log = check_resumed_run(slurm_cluster, job, tmp_path, run_dir, reference_weights)
+    assert "requeueing job" in log
+
+
+def test_train_preempted_by_slurm_is_requeued_and_resumes(slurm_cluster: LocalSlurm, tmp_path: Path, reference_weights):
+    job, run_dir = submit_training(slurm_cluster, tmp_path)
+    # preemption with PreemptMode=REQUEUE: Slurm sends SIGTERM to every process, waits KillWait, requeues
+    slurm_cluster.run("scontrol", "requeue", job)
+    log = check_resumed_run(slurm_cluster, job, tmp_path, run_dir, reference_weights)
+    assert "terminated by Slurm" in log
