@@ -1,7 +1,7 @@
 """A real one-node Slurm cluster for tests (scripts/slurm/local_cluster.sh) and helpers to drive it.
 
-`slurm_cluster` (session fixture) installs Slurm if needed, starts slurmctld + slurmd under a
-temporary folder and stops them (by PID) at the end. A cluster that cannot be brought up fails the
+`slurm_cluster` (session fixture) installs Slurm if needed, starts slurmctld and two slurmd
+(nodes node0, node1, both on 127.0.0.1) under a temporary folder and stops them (by PID) at the end. A cluster that cannot be brought up fails the
 tests that need it; they are never skipped.
 """
 from __future__ import annotations
@@ -50,8 +50,9 @@ class LocalSlurm:
                 out.append(f"--- {path} (last lines)\n" + "\n".join(path.read_text(errors="replace").splitlines()[-15:]))
         return "\n".join(out)
 
-    def start(self) -> None:
-        proc = subprocess.run(["bash", str(LOCAL_CLUSTER), "start", str(self.base)], env=self.env,
+    def start(self, nodes: int = 1) -> None:
+        proc = subprocess.run(["bash", str(LOCAL_CLUSTER), "start", str(self.base)],
+                              env={**self.env, "LOCAL_SLURM_NODES": str(nodes)},
                               capture_output=True, text=True, timeout=600)
         if proc.returncode != 0:
             raise ClusterError(f"local_cluster.sh start failed ({proc.returncode}):\n{proc.stderr}\n{self._logs()}")
@@ -130,7 +131,7 @@ def wait_until(predicate, timeout: float, what: str, interval: float = 0.2):
 def slurm_cluster(tmp_path_factory) -> LocalSlurm:
     cluster = LocalSlurm(tmp_path_factory.mktemp("slurm_cluster"))
     try:
-        cluster.start()
+        cluster.start(nodes=2)  # two slurmd on this machine: multi-node jobs are tested too
     except (ClusterError, subprocess.TimeoutExpired) as e:
         try:
             cluster.stop()

@@ -121,13 +121,13 @@ def reference_weights(tmp_path_factory) -> list[str]:
     return json.loads((tmp / "run" / "final.json").read_text())["weights"]
 
 
-def submit_training(cluster: LocalSlurm, tmp_path: Path) -> tuple[str, Path]:
+def submit_training(cluster: LocalSlurm, tmp_path: Path, nodes: int, nproc_per_node: int) -> tuple[str, Path]:
     run_dir = tmp_path / "run"
     cfg = train_config(tmp_path / "run.json", run_dir, step_time=0.25)
     job = cluster.sbatch(
-        "--chdir", str(tmp_path), "--cpus-per-task=2", "--output=train-%j.out",
+        "--chdir", str(tmp_path), f"--nodes={nodes}", "--cpus-per-task=2", "--output=train-%j.out",
         str(SLURM_DIR / "train.sbatch"), "-opt", str(cfg),
-        env={"RESTORELAB_TRAIN_SCRIPT": str(FAKE_TRAINER), "NPROC_PER_NODE": "2"},
+        env={"RESTORELAB_TRAIN_SCRIPT": str(FAKE_TRAINER), "NPROC_PER_NODE": str(nproc_per_node)},
     )
     # preempt mid-run: after a few steps, before the end
     wait_until(lambda: (run_dir / "progress").exists() and int((run_dir / "progress").read_text()) >= 6,
@@ -135,7 +135,8 @@ def submit_training(cluster: LocalSlurm, tmp_path: Path) -> tuple[str, Path]:
     return job, run_dir
 
 
-def check_resumed_run(cluster: LocalSlurm, job: str, tmp_path: Path, run_dir: Path, reference: list[str]) -> str:
+def check_resumed_run(cluster: LocalSlurm, job: str, tmp_path: Path, run_dir: Path, reference: list[str],
+                      world_size: int, num_nodes: int) -> str:
     info = cluster.wait_finished(job, timeout=240, release_requeued=True)
     log = (tmp_path / f"train-{job}.out").read_text()
     assert (info.state, info.exit_code, info.restarts) == ("COMPLETED", "0:0", 1), log
@@ -143,11 +144,13 @@ def check_resumed_run(cluster: LocalSlurm, job: str, tmp_path: Path, run_dir: Pa
     events = read_lines(run_dir / "launches.jsonl")
     assert [e["event"] for e in events] == ["start", "stop", "start", "finish"], events
     first, stop, second, finish = events
-    assert (first["step"], first["world_size"], first["restart"]) == (0, 2, 0)
+    assert (first["step"], first["world_size"], first["restart"]) == (0, world_size, 0)
     assert 6 <= stop["step"] < TOTAL_STEPS  # really interrupted mid-run
     assert (run_dir / "checkpoints" / f"checkpoint-{stop['step']}").is_dir()
-    assert (second["step"], second["world_size"], second["restart"]) == (stop["step"], 2, 1)  # resumed, not restarted
+    assert (second["step"], second["world_size"], second["restart"]) == (stop["step"], world_size, 1)  # resumed
     assert first["job"] == second["job"] == job
+    for launch in (first, second):  # the ranks ran on the nodes Slurm allocated
+        assert len(launch["nodes"]) == world_size and len(set(launch["nodes"])) == num_nodes, launch
     assert finish["step"] == TOTAL_STEPS
 
     final = json.loads((run_dir / "final.json").read_text())["weights"]
@@ -156,16 +159,19 @@ def check_resumed_run(cluster: LocalSlurm, job: str, tmp_path: Path, run_dir: Pa
 
 
 def test_train_time_limit_warning_checkpoints_and_requeues(slurm_cluster: LocalSlurm, tmp_path: Path, reference_weights):
-    job, run_dir = submit_training(slurm_cluster, tmp_path)
-    # what `#SBATCH --signal=B:USR1@300` does before the time limit: SIGUSR1 to the batch shell only
-    slurm_cluster.run("scancel", "--batch", "--signal=USR1", job)
-    log = check_resumed_run(slurm_cluster, job, tmp_path, run_dir, reference_weights)
+    """One node, two processes; the warning `#SBATCH --signal=B:USR1@300` sends before the time limit."""
+    job, run_dir = submit_training(slurm_cluster, tmp_path, nodes=1, nproc_per_node=2)
+    slurm_cluster.run("scancel", "--batch", "--signal=USR1", job)  # SIGUSR1 to the batch shell only
+    log = check_resumed_run(slurm_cluster, job, tmp_path, run_dir, reference_weights, world_size=2, num_nodes=1)
     assert "requeueing job" in log
 
 
-def test_train_preempted_by_slurm_is_requeued_and_resumes(slurm_cluster: LocalSlurm, tmp_path: Path, reference_weights):
-    job, run_dir = submit_training(slurm_cluster, tmp_path)
-    # preemption with PreemptMode=REQUEUE: Slurm sends SIGTERM to every process, waits KillWait, requeues
+def test_train_two_nodes_preempted_by_slurm_is_requeued_and_resumes(slurm_cluster: LocalSlurm, tmp_path: Path,
+                                                                   reference_weights):
+    """Two nodes, one process each (srun + accelerate launch --num_machines 2); preemption with
+    PreemptMode=REQUEUE: Slurm sends SIGTERM to every process of the job, waits KillWait, requeues."""
+    job, run_dir = submit_training(slurm_cluster, tmp_path, nodes=2, nproc_per_node=1)
     slurm_cluster.run("scontrol", "requeue", job)
-    log = check_resumed_run(slurm_cluster, job, tmp_path, run_dir, reference_weights)
+    log = check_resumed_run(slurm_cluster, job, tmp_path, run_dir, reference_weights, world_size=2, num_nodes=2)
     assert "terminated by Slurm" in log
+    assert "2 node(s) x 1 process(es)" in log

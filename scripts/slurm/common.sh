@@ -7,7 +7,7 @@
 #   RESTORELAB_PYTHON        the interpreter (default: python from PATH after the above)
 #   NPROC_PER_NODE           processes per node (default: GPUs allocated on the node, else 1;
 #                            set it for CPU runs: NPROC_PER_NODE=4 runs 4 gloo processes)
-#   MASTER_ADDR, MASTER_PORT rendezvous address (default: first node of the job, 20000 + job id % 20000)
+#   MASTER_ADDR, MASTER_PORT rendezvous address (default: the first node's NodeAddr, 20000 + job id % 20000)
 #   ACCELERATE_ARGS          extra `accelerate launch` options, e.g. "--mixed_precision bf16"
 #   RESTORELAB_SHUTDOWN_TIMEOUT  seconds the launcher waits for workers to checkpoint after a signal
 #                            before killing them (default 240; keep it below the --signal lead time)
@@ -79,7 +79,11 @@ rl_build_launch() {
         local addr=${MASTER_ADDR:-}
         if [[ -z $addr ]]; then
             if [[ -n ${SLURM_JOB_NODELIST:-} ]]; then
-                addr=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)
+                # the first node, by the address Slurm itself uses to reach it
+                local first
+                first=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)
+                addr=$(scontrol show node "$first" 2>/dev/null | sed -n 's/.*NodeAddr=\([^ ]*\).*/\1/p')
+                addr=${addr:-$first}
             else
                 addr=127.0.0.1
             fi

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# A one-node Slurm cluster on 127.0.0.1 for tests and for trying the job scripts on a laptop.
+# A small Slurm cluster on 127.0.0.1 (one node, or several emulated ones) for tests and for trying
+# the job scripts on a laptop.
 #
 #   scripts/slurm/local_cluster.sh start  DIR   # install Slurm (Debian/Ubuntu, root) if missing, start daemons
 #   scripts/slurm/local_cluster.sh status DIR   # daemons' PIDs, node state, queue
@@ -13,10 +14,12 @@
 # Authentication is off (auth/none, cred/none): the cluster is for one machine and one user only.
 #
 # Environment (all optional):
-#   LOCAL_SLURM_CPUS         CPUs the node advertises (default: max(nproc, 4); oversubscribing is fine
-#                            for tests, SlurmdParameters=config_overrides keeps the node from draining)
-#   LOCAL_SLURM_CTLD_PORT    slurmctld port (default: first free port from 6817)
-#   LOCAL_SLURM_SLURMD_PORT  slurmd port (default: first free port after the slurmctld port)
+#   LOCAL_SLURM_NODES        number of nodes node0..node{N-1}, one slurmd each, all on 127.0.0.1
+#                            (default 1; 2 exercises multi-node jobs on one machine)
+#   LOCAL_SLURM_CPUS         CPUs each node advertises (default: max(nproc, 4) / nodes, at least 2;
+#                            oversubscribing is fine for tests, SlurmdParameters=config_overrides
+#                            keeps the node from draining)
+#   LOCAL_SLURM_CTLD_PORT    slurmctld port (default: first free port from 6817); slurmd ports follow
 #   LOCAL_SLURM_TIMEOUT      seconds to wait for the node to come up or jobs to drain (default 60)
 set -euo pipefail
 
@@ -37,7 +40,6 @@ case "$cmd" in -h|--help|help) usage 0 ;; esac
 DIR=$(cd "$2" && pwd)
 CONF="$DIR/etc/slurm.conf"
 TIMEOUT=${LOCAL_SLURM_TIMEOUT:-60}
-NODE=localhost
 PARTITION=debug
 
 export SLURM_CONF="$CONF"
@@ -76,28 +78,34 @@ install_slurm() {
 
 write_conf() {
     [[ -s "$CONF" ]] && return 0  # keep the ports and settings of a cluster that already ran here
-    local cpus mem_mb user ctld_port slurmd_port
-    cpus=${LOCAL_SLURM_CPUS:-$(( $(nproc) > 4 ? $(nproc) : 4 ))}
-    mem_mb=$(( $(awk '/MemTotal/ {print $2}' /proc/meminfo) / 1024 * 9 / 10 ))
+    local nodes cpus mem_mb user ctld_port port i node_lines=""
+    nodes=${LOCAL_SLURM_NODES:-1}
+    [[ $nodes =~ ^[1-9][0-9]*$ ]] || die "LOCAL_SLURM_NODES must be a positive integer, got '$nodes'"
+    cpus=$(( $(nproc) > 4 ? $(nproc) : 4 ))
+    cpus=${LOCAL_SLURM_CPUS:-$(( cpus / nodes > 2 ? cpus / nodes : 2 ))}
+    mem_mb=$(( $(awk '/MemTotal/ {print $2}' /proc/meminfo) * 9 / 10 / 1024 / nodes ))
     user=$(id -un)
     ctld_port=${LOCAL_SLURM_CTLD_PORT:-$(free_port 6817)}
-    slurmd_port=${LOCAL_SLURM_SLURMD_PORT:-$(free_port $((ctld_port + 1)))}
+    port=$ctld_port
+    for ((i = 0; i < nodes; i++)); do
+        port=$(free_port $((port + 1)))
+        node_lines+="NodeName=node$i NodeAddr=127.0.0.1 NodeHostname=$(hostname) Port=$port CPUs=$cpus RealMemory=$mem_mb State=UNKNOWN"$'\n'
+    done
     cat >"$CONF.tmp" <<EOF
 # One-node test cluster written by scripts/slurm/local_cluster.sh; everything lives under $DIR.
 ClusterName=restorelab-local
-SlurmctldHost=$NODE(127.0.0.1)
+SlurmctldHost=localhost(127.0.0.1)
 SlurmctldPort=$ctld_port
-SlurmdPort=$slurmd_port
 SlurmUser=$user
 SlurmdUser=$user
 AuthType=auth/none
 CredType=cred/none
 StateSaveLocation=$DIR/state
-SlurmdSpoolDir=$DIR/spool
+SlurmdSpoolDir=$DIR/spool/%n
 SlurmctldPidFile=$DIR/run/slurmctld.pid
-SlurmdPidFile=$DIR/run/slurmd.pid
+SlurmdPidFile=$DIR/run/slurmd-%n.pid
 SlurmctldLogFile=$DIR/log/slurmctld.log
-SlurmdLogFile=$DIR/log/slurmd.log
+SlurmdLogFile=$DIR/log/slurmd-%n.log
 PlugStackConfig=$DIR/etc/plugstack.conf
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
@@ -119,26 +127,27 @@ MinJobAge=600
 InactiveLimit=0
 SlurmctldTimeout=30
 SlurmdTimeout=30
-NodeName=$NODE NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem_mb State=UNKNOWN
-PartitionName=$PARTITION Nodes=$NODE Default=YES MaxTime=INFINITE State=UP
+${node_lines}PartitionName=$PARTITION Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 EOF
     : >"$DIR/etc/plugstack.conf"
     mv "$CONF.tmp" "$CONF"
 }
 
-wait_node_ready() {
-    local deadline=$((SECONDS + TIMEOUT)) state=""
+node_names() { sed -n 's/^NodeName=\([^ ]*\).*/\1/p' "$CONF"; }
+
+wait_nodes_ready() {
+    local deadline=$((SECONDS + TIMEOUT)) states="" not_ready
     while ((SECONDS < deadline)); do
-        state=$(sinfo -h -n "$NODE" -o '%T' 2>/dev/null || true)
-        case "$state" in
-            idle*|mixed*|allocated*|completing*) return 0 ;;
-            drain*|down*|fail*)
-                # a node that was drained in an earlier run of this cluster: bring it back
-                scontrol update NodeName="$NODE" State=RESUME >/dev/null 2>&1 || true ;;
-        esac
+        states=$(sinfo -h -N -o '%N %T' 2>/dev/null || true)
+        not_ready=$(awk '$2 !~ /^(idle|mixed|allocated|completing)/' <<<"$states")
+        [[ -n $states && -z $not_ready ]] && return 0
+        if grep -qE ' (drain|down|fail)' <<<"$not_ready"; then
+            # nodes drained in an earlier run of this cluster: bring them back
+            scontrol update NodeName="$(awk '{print $1}' <<<"$not_ready" | paste -sd,)" State=RESUME >/dev/null 2>&1 || true
+        fi
         sleep 0.5
     done
-    die "node did not become ready within ${TIMEOUT}s (state: '${state:-unknown}'); logs in $DIR/log"
+    die "nodes not ready within ${TIMEOUT}s: ${states:-no answer from slurmctld}; logs in $DIR/log"
 }
 
 start() {
@@ -148,11 +157,15 @@ start() {
     if ! pid_alive "$DIR/run/slurmctld.pid" slurmctld; then
         slurmctld -f "$CONF" || die "slurmctld failed to start, see $DIR/log/slurmctld.log"
     fi
-    if ! pid_alive "$DIR/run/slurmd.pid" slurmd; then
-        slurmd -f "$CONF" -N "$NODE" || die "slurmd failed to start, see $DIR/log/slurmd.log"
-    fi
-    wait_node_ready
-    log "cluster up: slurmctld PID $(<"$DIR/run/slurmctld.pid"), slurmd PID $(<"$DIR/run/slurmd.pid"); export SLURM_CONF=$CONF"
+    local node
+    for node in $(node_names); do
+        mkdir -p "$DIR/spool/$node"
+        if ! pid_alive "$DIR/run/slurmd-$node.pid" slurmd; then
+            slurmd -f "$CONF" -N "$node" || die "slurmd for $node failed to start, see $DIR/log/slurmd-$node.log"
+        fi
+    done
+    wait_nodes_ready
+    log "cluster up ($(node_names | paste -sd' ')); export SLURM_CONF=$CONF"
 }
 
 stop_pid() {  # stop_pid PIDFILE NAME
@@ -185,15 +198,19 @@ stop() {
             [[ -z "$(squeue -h -o '%A' 2>/dev/null)" ]] || log "jobs still listed after ${TIMEOUT}s: $(squeue -h -o '%A %T' | tr '\n' ' ')"
         fi
     fi
-    stop_pid "$DIR/run/slurmd.pid" slurmd
+    local node
+    for node in $(node_names); do
+        stop_pid "$DIR/run/slurmd-$node.pid" slurmd
+    done
     stop_pid "$DIR/run/slurmctld.pid" slurmctld
     log "cluster in $DIR stopped"
 }
 
 status() {
+    [[ -s "$CONF" ]] || { echo "no cluster in $DIR"; return 3; }
     local rc=0 name
-    for name in slurmctld slurmd; do
-        if pid_alive "$DIR/run/$name.pid" "$name"; then
+    for name in slurmctld $(node_names | sed 's/^/slurmd-/'); do
+        if pid_alive "$DIR/run/$name.pid" "${name%%-*}"; then
             echo "$name: running (PID $(<"$DIR/run/$name.pid"))"
         else
             echo "$name: stopped"; rc=3

@@ -95,9 +95,15 @@ def main() -> int:
         state = json.loads((ckpt / "state.json").read_text())
         step = state["step"]
         weights = torch.tensor([float.fromhex(h) for h in state["weights"]], dtype=torch.float64)
+    node = os.environ.get("SLURMD_NODENAME", "local")
+    nodes = [None] * world
+    if world > 1:
+        dist.all_gather_object(nodes, node)
+    else:
+        nodes = [node]
     if rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
-        log_event(run_dir, event="start", step=step, world_size=world,
+        log_event(run_dir, event="start", step=step, world_size=world, nodes=nodes,
                   job=os.environ.get("SLURM_JOB_ID"), restart=int(os.environ.get("SLURM_RESTART_COUNT", "0")))
 
     batch = cfg["batch_size"]
