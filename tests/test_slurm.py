@@ -175,3 +175,34 @@ def test_train_two_nodes_preempted_by_slurm_is_requeued_and_resumes(slurm_cluste
     log = check_resumed_run(slurm_cluster, job, tmp_path, run_dir, reference_weights, world_size=2, num_nodes=2)
     assert "terminated by Slurm" in log
     assert "2 node(s) x 1 process(es)" in log
+
+
+def test_train_crash_is_not_requeued(slurm_cluster: LocalSlurm, tmp_path: Path):
+    """A failing trainer (no signal, exit != 75) fails the job: no requeue loop."""
+    job = slurm_cluster.sbatch(
+        "--chdir", str(tmp_path), "--cpus-per-task=1", "--output=train-%j.out", str(SLURM_DIR / "train.sbatch"),
+        "-opt", str(tmp_path / "missing.json"), env={"RESTORELAB_TRAIN_SCRIPT": str(FAKE_TRAINER)},
+    )
+    info = slurm_cluster.wait_finished(job, timeout=120)
+    log = (tmp_path / f"train-{job}.out").read_text()
+    assert (info.state, info.exit_code, info.restarts) == ("FAILED", "1:0", 0), log
+    assert "FileNotFoundError" in log and "requeueing" not in log
+
+
+def test_eval_job_runs_test_mode_on_all_processes(slurm_cluster: LocalSlurm, tmp_path: Path):
+    run_dir = tmp_path / "run"
+    cfg = train_config(tmp_path / "run.json", run_dir, step_time=0.0)
+    subprocess.run([sys.executable, str(FAKE_TRAINER), "-opt", str(cfg)], check=True)  # a finished run
+    subprocess.run([sys.executable, str(FAKE_TRAINER), "-opt", str(cfg), "-test"], check=True)
+    single = json.loads((run_dir / "results" / "metrics.json").read_text())
+    (run_dir / "results" / "metrics.json").unlink()
+
+    job = slurm_cluster.sbatch(
+        "--chdir", str(tmp_path), "--cpus-per-task=2", "--output=eval-%j.out", str(SLURM_DIR / "eval.sbatch"),
+        "-opt", str(cfg), env={"RESTORELAB_TRAIN_SCRIPT": str(FAKE_TRAINER), "NPROC_PER_NODE": "2"},
+    )
+    info = slurm_cluster.wait_finished(job, timeout=120)
+    assert (info.state, info.exit_code) == ("COMPLETED", "0:0"), (tmp_path / f"eval-{job}.out").read_text()
+    distributed = json.loads((run_dir / "results" / "metrics.json").read_text())
+    assert (single["world_size"], distributed["world_size"]) == (1, 2)
+    assert distributed["score"] == single["score"]

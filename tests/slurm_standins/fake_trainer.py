@@ -1,12 +1,13 @@
 """Stand-in for trainer.py with the same process contract, for testing the Slurm job scripts.
 
-    fake_trainer.py -opt RUN.json [--resume auto|PATH]
+    fake_trainer.py -opt RUN.json [--resume auto|PATH] [-test]
 
 Like the trainer: runs under `accelerate launch` (torch.distributed, gloo) or as one process; a
 global batch is split over the ranks and reassembled with all_gather, so the weights do not depend on
 the number of processes; checkpoints are written to a temporary name and renamed when complete; on
 SIGTERM/SIGUSR1 all ranks agree at the next step boundary, write a checkpoint and exit with 75;
-`--resume auto` continues from the newest complete checkpoint (or starts fresh).
+`--resume auto` continues from the newest complete checkpoint (or starts fresh); `-test` scores
+the final weights on a 'test set' split over the ranks and writes DIR/results/metrics.json.
 
 RUN.json: {"run_dir": DIR, "total_steps": int, "step_time": seconds, "checkpoint_every": int,
            "batch_size": int, "dim": int}
@@ -72,10 +73,29 @@ def log_event(run_dir: Path, **event) -> None:
         f.write(json.dumps(event) + "\n")
 
 
+def evaluate(run_dir: Path, rank: int, world: int, num_items: int = 10) -> int:
+    """Score the final weights on items split over the ranks; the metric does not depend on world."""
+    weights = torch.tensor([float.fromhex(h) for h in json.loads((run_dir / "final.json").read_text())["weights"]],
+                           dtype=torch.float64)
+    scores = torch.zeros(num_items, dtype=torch.float64)
+    for item in range(rank, num_items, world):
+        scores[item] = torch.cos(weights * (item + 1)).sum()
+    if world > 1:
+        dist.all_reduce(scores)  # each item is non-zero on exactly one rank
+    if rank == 0:
+        results = run_dir / "results"
+        results.mkdir(exist_ok=True)
+        write_atomic(results / "metrics.json", json.dumps({"score": scores.mean().item().hex(), "world_size": world}))
+    if world > 1:
+        dist.destroy_process_group()
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-opt", required=True)
     parser.add_argument("--resume", default=None)
+    parser.add_argument("-test", action="store_true")
     args = parser.parse_args()
     cfg = json.loads(Path(args.opt).read_text())
     run_dir = Path(cfg["run_dir"])
@@ -105,6 +125,9 @@ def main() -> int:
         run_dir.mkdir(parents=True, exist_ok=True)
         log_event(run_dir, event="start", step=step, world_size=world, nodes=nodes,
                   job=os.environ.get("SLURM_JOB_ID"), restart=int(os.environ.get("SLURM_RESTART_COUNT", "0")))
+
+    if args.test:
+        return evaluate(run_dir, rank, world)
 
     batch = cfg["batch_size"]
     while step < cfg["total_steps"]:
