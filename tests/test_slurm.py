@@ -7,6 +7,7 @@ dependency logic; the same scripts run the real programs unchanged.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -206,3 +207,77 @@ def test_eval_job_runs_test_mode_on_all_processes(slurm_cluster: LocalSlurm, tmp
     distributed = json.loads((run_dir / "results" / "metrics.json").read_text())
     assert (single["world_size"], distributed["world_size"]) == (1, 2)
     assert distributed["score"] == single["score"]
+
+
+# --- the real trainer ----------------------------------------------------------------------------
+
+def write_pairs(root: Path, counts: dict[str, int], size: int = 40) -> None:
+    """Blurred + noisy crops of built-in images as a paired folder dataset."""
+    import numpy as np
+    from scipy.ndimage import gaussian_filter
+    from skimage import data
+
+    from utils.image_io import write_image
+
+    rng = np.random.default_rng(0)
+    sources = [data.astronaut(), data.coffee(), data.chelsea(), data.rocket()]
+    for split, n in counts.items():
+        for i in range(n):
+            src = sources[i % len(sources)].astype(np.float32) / 255.0
+            y, x = rng.integers(0, 250, 2)
+            gt = src[y:y + size, x:x + size]
+            lq = np.stack([gaussian_filter(gt[..., c], 1.0) for c in range(3)], -1)
+            lq = np.clip(lq + rng.normal(0, 0.02, lq.shape), 0, 1)
+            write_image(root / split / "gt" / f"im{i:02d}.png", gt)
+            write_image(root / split / "lq" / f"im{i:02d}.png", lq)
+
+
+def test_trainer_preempted_on_slurm_resumes_to_the_uninterrupted_weights(slurm_cluster: LocalSlurm, tmp_path: Path):
+    """trainer.py, 2 gloo processes: time-limit warning mid-run -> checkpoint, exit 75, requeue,
+    --resume auto -> the same weights as an uninterrupted 2-process job run beside it."""
+    import torch
+    from safetensors.torch import load_file
+
+    write_pairs(tmp_path / "data", {"train": 16, "val": 2})
+    max_steps = 300
+    config = tmp_path / "exp.yml"
+    config.write_text(f"""
+name: run
+seed: 3
+network: {{type: UNet, width: 4, depth: 1, blocks_per_level: 1}}
+datasets:
+  train: {{type: PairedFolderDataset, root: {tmp_path / 'data' / 'train'}, phase: train, crop_size: 32}}
+  val: {{type: PairedFolderDataset, root: {tmp_path / 'data' / 'val'}, phase: val}}
+path: {{root: {tmp_path / 'runs'}}}
+train: {{max_steps: {max_steps}, batch_size: 2, lr: 2.0e-3, losses: [{{type: L1}}], val_every: 0,
+        checkpoint_every: 0, log_every: 1, num_workers: 0}}
+report_to: []
+""")
+    env = {"NPROC_PER_NODE": "2"}
+    submit = ["--chdir", str(tmp_path), "--cpus-per-task=2", "--output=train-%j.out", str(SLURM_DIR / "train.sbatch"),
+              "-opt", str(config)]
+    preempted = slurm_cluster.sbatch(*submit, "name=preempted", env=env)
+    reference = slurm_cluster.sbatch(*submit, "name=reference", env=env)  # on the other node, at the same time
+
+    train_log = tmp_path / "runs" / "preempted" / "logs" / "train.log"
+    wait_until(lambda: train_log.exists() and "step 2:" in train_log.read_text(), 240, "the first training steps")
+    slurm_cluster.run("scancel", "--batch", "--signal=USR1", preempted)
+
+    for job in (preempted, reference):
+        info = slurm_cluster.wait_finished(job, timeout=300, release_requeued=True)
+        assert (info.state, info.exit_code) == ("COMPLETED", "0:0"), (tmp_path / f"train-{job}.out").read_text()[-3000:]
+    assert slurm_cluster.job(preempted).restarts == 1
+    assert slurm_cluster.job(reference).restarts == 0
+
+    text = train_log.read_text()
+    stop = re.search(r"step (\d+): stopped by SIGUSR1", text)
+    assert stop and 2 <= int(stop.group(1)) < max_steps, text[-2000:]  # interrupted mid-run ...
+    assert re.search(rf"resumed from \S+checkpoint-{stop.group(1)} at step {stop.group(1)}", text)  # ... and resumed
+    assert "requeueing job" in (tmp_path / f"train-{preempted}.out").read_text()
+
+    runs = tmp_path / "runs"
+    for export in ("last", f"checkpoints/checkpoint-{max_steps}"):
+        a = load_file(str(runs / "preempted" / export / "model.safetensors"))
+        b = load_file(str(runs / "reference" / export / "model.safetensors"))
+        assert a.keys() == b.keys()
+        assert all(torch.equal(a[k], b[k]) for k in a), export  # resume is exact on CPU/gloo
