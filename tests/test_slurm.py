@@ -73,7 +73,7 @@ def test_dataset_array_and_merge_equal_single_process(slurm_cluster: LocalSlurm,
     assert (info.state, info.exit_code) == ("COMPLETED", "0:0"), (tmp_path / f"merge-{merge}.out").read_text()
     assert set(slurm_cluster.array_states(shards).values()) == {"COMPLETED"}
 
-    written = sorted(json.loads(p.read_text())["array_task"] + ":" + str(json.loads(p.read_text())["shard_index"])
+    written = sorted(json.loads(p.read_text())["array_task"] + ":" + str(json.loads(p.read_text())["task_index"])
                      for p in (out / "shards").glob("*.json"))
     assert written == ["2:0", "3:1", "4:2"]  # one shard per array task, numbered from 0
 
@@ -84,16 +84,23 @@ def test_dataset_array_and_merge_equal_single_process(slurm_cluster: LocalSlurm,
     assert merged == json.loads((single / "data.json").read_text())
 
 
-def test_dataset_merge_never_runs_after_a_failed_shard(slurm_cluster: LocalSlurm, tmp_path: Path):
+def test_dataset_failed_task_blocks_the_merge_and_can_be_rerun(slurm_cluster: LocalSlurm, tmp_path: Path):
     out = tmp_path / "sharded"
-    # one task gets an argument the generator rejects -> that shard fails
-    shards, merge = submit_dataset(slurm_cluster, tmp_path, out, array="0-1",
+    # the site setup script fails on task 1 -> that task fails before rendering anything
+    shards, merge = submit_dataset(slurm_cluster, tmp_path, out, array="0-2",
                                    env={"RESTORELAB_SETUP": str(write_failing_setup(tmp_path, task=1))})
     info = slurm_cluster.wait_finished(merge, timeout=120)
-    assert info.state == "CANCELLED"  # dependency can never be satisfied
-    states = slurm_cluster.array_states(shards)
-    assert states == {"0": "COMPLETED", "1": "FAILED"}
+    assert info.state == "CANCELLED"  # afterok can never be satisfied: the merge never ran
+    assert slurm_cluster.array_states(shards) == {"0": "COMPLETED", "1": "FAILED", "2": "COMPLETED"}
     assert not (out / "data.json").exists()
+
+    # rerun only task 1 of 3 as a new one-task array, then merge
+    rerun, merge = submit_dataset(slurm_cluster, tmp_path, out, array="1", env={"RESTORELAB_NUM_TASKS": "3"})
+    info = slurm_cluster.wait_finished(merge, timeout=120)
+    assert (info.state, info.exit_code) == ("COMPLETED", "0:0"), (tmp_path / f"merge-{merge}.out").read_text()
+    subprocess.run([sys.executable, str(FAKE_DATASET), "--out", str(tmp_path / "single"), "--num_samples", "23",
+                    "--seed", "7"], check=True)
+    assert json.loads((out / "data.json").read_text()) == json.loads((tmp_path / "single" / "data.json").read_text())
 
 
 def write_failing_setup(tmp_path: Path, task: int) -> Path:

@@ -1,7 +1,7 @@
 """Stand-in for data_gen/3.generate_dataset_synthetic.py's sharding CLI, for testing the job array.
 
     fake_generate_dataset.py --out DIR --num_samples N [--seed S]                       # one process
-    fake_generate_dataset.py --out DIR --num_samples N [--seed S] --shard_index i --num_shards n
+    fake_generate_dataset.py --out DIR --num_samples N [--seed S] --task_index i --num_tasks n
     fake_generate_dataset.py --out DIR --merge
 
 Like step 3: sample j depends only on (seed, j), so any sharding gives the same dataset; shard i
@@ -36,8 +36,8 @@ def main() -> int:
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument("--num_samples", type=int)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--shard_index", type=int)
-    parser.add_argument("--num_shards", type=int)
+    parser.add_argument("--task_index", type=int)
+    parser.add_argument("--num_tasks", type=int)
     parser.add_argument("--merge", action="store_true")
     args = parser.parse_args()
 
@@ -47,8 +47,8 @@ def main() -> int:
             print(f"error: no shards in {args.out / 'shards'}", file=sys.stderr)
             return 2
         shards = [json.loads(p.read_text()) for p in shard_files]
-        n = shards[0]["num_shards"]
-        if sorted(s["shard_index"] for s in shards) != list(range(n)):
+        n = shards[0]["num_tasks"]
+        if sorted(s["task_index"] for s in shards) != list(range(n)):
             print(f"error: incomplete shards: {[p.name for p in shard_files]}", file=sys.stderr)
             return 2
         samples = sorted((x for s in shards for x in s["samples"]), key=lambda x: x["key"])
@@ -56,15 +56,15 @@ def main() -> int:
         return 0
 
     indices = range(args.num_samples)
-    if args.num_shards is not None:
-        indices = indices[args.shard_index :: args.num_shards]
+    if args.num_tasks is not None:
+        indices = indices[args.task_index :: args.num_tasks]
     samples = [render_sample(args.seed, j) for j in indices]
-    if args.num_shards is None:
+    if args.num_tasks is None:
         write_json_atomic(args.out / "data.json", {"seed": args.seed, "samples": samples})
     else:
-        name = f"shard-{args.shard_index:05d}-of-{args.num_shards:05d}.json"
+        name = f"shard-{args.task_index:05d}-of-{args.num_tasks:05d}.json"
         write_json_atomic(args.out / "shards" / name, {
-            "shard_index": args.shard_index, "num_shards": args.num_shards, "seed": args.seed,
+            "task_index": args.task_index, "num_tasks": args.num_tasks, "seed": args.seed,
             "samples": samples, "host": socket.gethostname(), "job": os.environ.get("SLURM_JOB_ID"),
             "array_task": os.environ.get("SLURM_ARRAY_TASK_ID"),
         })
