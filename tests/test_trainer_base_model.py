@@ -30,13 +30,12 @@ class TwoNetworkModel(BaseModel):
         critic_loss = self.networks["critic"](pred.detach()).mean() - self.networks["critic"](batch["gt"]).mean()
         self.backward(critic_loss)
         self.step_optimizer("critic")
-        for p in self.networks["critic"].parameters():
-            p.requires_grad_(False)
-        loss = (pred - batch["gt"]).abs().mean() - 0.01 * self.networks["critic"](pred).mean()
+        critic = self.network("critic")  # the bare module, frozen: no gradients into the critic
+        critic.requires_grad_(False)
+        loss = (pred - batch["gt"]).abs().mean() - 0.01 * critic(pred).mean()
         self.backward(loss)
         self.step_optimizer("net")
-        for p in self.networks["critic"].parameters():
-            p.requires_grad_(True)
+        critic.requires_grad_(True)
         return {"loss": loss.detach(), "critic": critic_loss.detach()}
 
 
