@@ -240,6 +240,21 @@ def _replace_dir(tmp: Path, final: Path) -> None:
         shutil.rmtree(old)
 
 
+def config_changes(saved: Path, cfg) -> list[str]:
+    """``key: old -> new`` for every value of ``cfg`` that differs from the saved config.yaml."""
+    from omegaconf import OmegaConf
+
+    from utils.config import config_to_dict
+    from utils.trackers import flat_config
+
+    if not saved.is_file():
+        return []
+    old = flat_config(OmegaConf.to_container(OmegaConf.load(saved), resolve=False) or {})
+    new = flat_config(config_to_dict(cfg))
+    return [f"{k}: {old.get(k, '(unset)')} -> {new.get(k, '(unset)')}"
+            for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+
+
 def check_hub_credentials(repo_id: str) -> None:
     """Fail fast (before training) when pushing cannot work."""
     from huggingface_hub import constants, get_token
@@ -315,16 +330,20 @@ class Trainer:
             self.emas = {n: EMA(self.model.network(n), cfg.train.ema_decay) for n in self.model.export_networks}
 
         # The run directory, logs and trackers.
+        changed: list[str] = []
         if self.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             if mode == "train":
                 from utils.config import save_config
 
+                changed = config_changes(self.run_dir / "config.yaml", cfg) if self.resume_from else []
                 save_config(cfg, self.run_dir / "config.yaml")
                 self._clean_temporary()
             self.log = setup_text_log(self.run_dir / "logs" / ("train.log" if mode == "train" else "test.log"))
         else:
             self.log = silent_logger()
+        for line in changed:
+            self.log.warning(f"config changed since the previous run: {line}")
         acc.wait_for_everyone()
 
         self.step = 0
@@ -386,8 +405,7 @@ class Trainer:
             if data is None:
                 continue
             sample = data[0]
-            needed = self.model.batch_keys() if split == "train" else [k for k in self.model.batch_keys()]
-            missing = [k for k in needed if k not in sample]
+            missing = [k for k in self.model.batch_keys() if k not in sample]
             if missing:
                 raise DataError(f"datasets.{split} ({type(data).__name__}) gives no {missing} for model "
                                 f"{self.cfg.model_type}; its samples hold: {', '.join(sorted(sample))}")

@@ -279,6 +279,16 @@ def test_grad_accumulation_equals_a_larger_batch(data_root, tmp_path):
     assert max_diff(weights(run_dir(tmp_path, "small") / "last"), weights(run_dir(tmp_path, "big") / "last")) > 1e-4
 
 
+def test_dataloader_workers_do_not_change_the_samples(data_root, tmp_path):
+    config = experiment(tmp_path, data_root, """
+        train: {max_steps: 5, checkpoint_every: 0, val_every: 0, ema_decay: null}
+        datasets: {val: null}
+    """)  # 16 samples, batch 4: 5 steps cross an epoch boundary (set_epoch in the workers' copies)
+    assert train(config, "name=w0", "train.num_workers=0") == 0
+    assert train(config, "name=w2", "train.num_workers=2") == 0
+    assert max_diff(weights(run_dir(tmp_path, "w0") / "last"), weights(run_dir(tmp_path, "w2") / "last")) == 0
+
+
 def test_bf16_mixed_precision_on_cpu(data_root, tmp_path):
     config = experiment(tmp_path, data_root, """
         train: {max_steps: 2, mixed_precision: bf16, val_every: 2, checkpoint_every: 2}
@@ -319,8 +329,10 @@ def test_nan_loss_stops_naming_the_step_and_keeps_the_checkpoint(data_root, tmp_
     assert "loss is inf at step 5" in lines[0] and "checkpoint-4 (kept)" in lines[0]
     assert sorted(p.name for p in ckpts.iterdir()) == ["checkpoint-2", "checkpoint-4"]
     assert max_diff(weights(ckpts / "checkpoint-4"), before) == 0
-    # The kept checkpoint still resumes.
-    assert train(config, "--resume", "auto", "train.max_steps=5") == 0
+    # The kept checkpoint still resumes (named explicitly this time); the change is logged.
+    assert train(config, "--resume", "checkpoint-4", "train.max_steps=5") == 0
+    log = (run_dir(tmp_path) / "logs" / "train.log").read_text()
+    assert "config changed since the previous run: train.max_steps: 8 -> 5" in log
 
 
 @pytest.mark.parametrize("override, expected", [
