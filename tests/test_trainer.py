@@ -451,3 +451,37 @@ def test_validation_batch_of_unequal_images_is_one_line(data_root, tmp_path, cap
     errors = [line for line in err.splitlines() if line.startswith("error:")]
     assert code == 2 and len(errors) == 1 and "Traceback" not in err   # progress/log lines aside
     assert "val.batch_size=2 needs images of one size" in errors[0]
+
+
+def hf_folder_from_pairs(pairs: Path, out: Path) -> Path:
+    """A dataset folder laid out like data_gen/3's output (data/{split}-*.parquet, Image columns)."""
+    import datasets
+
+    features = datasets.Features({"gt": datasets.Image(), "lq": datasets.Image(), "key": datasets.Value("string")})
+    for split, folder in (("train", "train"), ("validation", "val")):
+        names = sorted(p.name for p in (pairs / folder / "gt").iterdir())
+        rows = {"gt": [], "lq": [], "key": []}
+        for name in names:
+            rows["gt"].append({"bytes": (pairs / folder / "gt" / name).read_bytes(), "path": None})
+            rows["lq"].append({"bytes": (pairs / folder / "lq" / name).read_bytes(), "path": None})
+            rows["key"].append(f"{split}/{name[:-4]}")
+        (out / "data").mkdir(parents=True, exist_ok=True)
+        datasets.Dataset.from_dict(rows, features=features).to_parquet(str(out / "data" / f"{split}-00000-of-00001.parquet"))
+    return out
+
+
+@pytest.mark.parametrize("name, small", [
+    ("NAFNet", ["network.width=8", "network.enc_blk_nums=[1,1]", "network.dec_blk_nums=[1,1]"]),
+    ("UNet", ["network.width=8", "network.depth=2"]),
+])
+def test_shipped_configs_train_on_a_dataset_folder(data_root, tmp_path, name, small):
+    folder = hf_folder_from_pairs(data_root, tmp_path / "seidel")
+    overrides = [f"datasets.{s}.path={folder}" for s in ("train", "val", "test")] + small + [
+        f"path.root={tmp_path / 'runs'}", "train.max_steps=2", "train.batch_size=2", "datasets.train.crop_size=32",
+        "train.val_every=2", "train.checkpoint_every=2", "train.num_workers=0", "report_to=[]"]
+    config = ROOT / "checkpoints" / f"{name}.yml"
+    assert train(config, *overrides) == 0
+    run = tmp_path / "runs" / f"{name}_seidel"
+    metrics = json.loads((run / "results" / "val" / "step-2" / "metrics.json").read_text())
+    assert sorted(metrics["per_image"]) == ["validation/im00.png", "validation/im01.png", "validation/im02.png"]
+    assert (run / "best" / "model.safetensors").is_file() and (run / "last" / "config.json").is_file()
