@@ -23,7 +23,6 @@ import os
 import re
 import shutil
 import signal
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
