@@ -23,7 +23,9 @@ import os
 import re
 import shutil
 import signal
+import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +42,26 @@ PREEMPT_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 
 class TrainingError(RestorelabError):
     """Training cannot go on (e.g. a NaN loss); the last good checkpoint is kept."""
+
+
+class SharedDataError(DataError):
+    """Bad data met by one process, raised on every process at once (the main process reports it)."""
+
+
+def error_line(exc: BaseException) -> str:
+    """The one-line message of an error, also of one re-raised from a DataLoader worker process
+    (torch wraps it as "Caught DataError in DataLoader worker process 0. Original Traceback ...")."""
+    text = str(exc).strip()
+    if text.startswith("Caught ") and "Original Traceback" in text:
+        last = text.splitlines()[-1].strip()
+        text = last.split(": ", 1)[1] if ": " in last else last
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def process_seed(seed: int, rank: int) -> int:
+    """Seed of process ``rank``'s global RNGs during training (dropout, noise drawn inside a model):
+    a different stream per process, fixed by (seed, rank)."""
+    return int(np.random.SeedSequence([seed, rank, 0x5EED]).generate_state(1, dtype=np.uint32)[0])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -116,6 +138,32 @@ def dataset_options(options: dict, keywords: list[str], seed: int, batch_keys: t
     if wanted and "psf_keys" in keywords and options.get("psf_keys") is None:
         options["psf_keys"] = wanted
     return options
+
+
+class MarkBadSamples(torch.utils.data.Dataset):
+    """View of a dataset with ``skip_bad_samples: true`` that tags every sample with
+    ``bad_sample``: "" for the sample asked for, else the error of the unreadable one it stands
+    in for (the dataset's own policy picks the substitute). The tag survives DataLoader worker
+    processes, so the trainer counts and logs skipped samples of every process and worker."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def set_epoch(self, epoch: int) -> None:
+        if hasattr(self.dataset, "set_epoch"):
+            self.dataset.set_epoch(epoch)
+
+    def __getitem__(self, index: int) -> dict:
+        try:
+            sample = self.dataset.make_sample(index)
+            sample["bad_sample"] = ""
+        except DataError as exc:
+            sample = self.dataset[index]
+            sample["bad_sample"] = error_line(exc)
+        return sample
 
 
 def shard_indices(n: int, rank: int, world: int) -> list[int]:
@@ -211,6 +259,16 @@ def image_grid(*images: torch.Tensor) -> np.ndarray:
     return np.round(grid.numpy().transpose(1, 2, 0) * 255.0).astype(np.uint8)
 
 
+@dataclass
+class Evaluation:
+    """Scores of one pass over an evaluation set (every process holds all of them)."""
+
+    mean: dict[str, float]
+    per_image: dict[str, dict[str, float]]   # output name -> metric -> value, sorted by name
+    grids: dict[str, np.ndarray]             # tracker image grids (main process)
+    skipped: list[str]                       # skip_bad_samples: errors of the images left out
+
+
 # ---------------------------------------------------------------------------------------------
 # Checkpoint folders
 
@@ -227,14 +285,36 @@ def list_checkpoints(folder: Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
+def fsync_tree(folder: Path) -> None:
+    """Flush every file under ``folder`` and the folders themselves to disk, so a folder renamed
+    into place afterwards never shows empty or truncated files after a node crash."""
+    for path in sorted(folder.rglob("*"), reverse=True) + [folder]:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def fsync_dir(folder: Path) -> None:
+    """Make a rename inside ``folder`` durable."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def _replace_dir(tmp: Path, final: Path) -> None:
     """Move a finished temporary folder into place (replacing an existing one)."""
+    fsync_tree(tmp)
     old = final.with_name(f".old-{final.name}")
     if old.exists():
         shutil.rmtree(old)
     if final.exists():
         os.replace(final, old)
     os.replace(tmp, final)
+    fsync_dir(final.parent)
     if old.exists():
         shutil.rmtree(old)
 
@@ -288,7 +368,7 @@ class Trainer:
 
     def __init__(self, cfg, *, resume: str | None = None, mode: str = "train", weights: str | None = None):
         from models import create_model
-        from utils.trackers import make_trackers, setup_text_log, silent_logger
+        from utils.trackers import make_trackers
 
         self.cfg = cfg
         self.mode = mode
@@ -321,12 +401,33 @@ class Trainer:
         elif cfg.path.pretrain_network:
             self.model.load_pretrained(cfg.path.pretrain_network)
 
+        self._stop_signal = None
         self.model.prepare(acc, training=mode == "train")
+        try:
+            self._start(mode)
+        except BaseException:
+            self.release()
+            raise
+
+    def _start(self, mode: str) -> None:
+        """Everything after the networks are wrapped: EMA, per-process seeds, the run directory,
+        logs and trackers, and the resumed state."""
+        from utils.trackers import setup_text_log, silent_logger
+
+        cfg, acc = self.cfg, self.accelerator
         self.emas = {}
         if mode == "train" and cfg.train.ema_decay is not None:
             from utils.ema import EMA
 
+            if acc.distributed_type.name == "FSDP":
+                raise ConfigError("train.ema_decay is not supported with FSDP (each process holds only a shard "
+                                  "of the weights to average); set train.ema_decay=null")
             self.emas = {n: EMA(self.model.network(n), cfg.train.ema_decay) for n in self.model.export_networks}
+        # The networks were initialised alike on every process (seed above); what is drawn from the
+        # global RNGs from now on (dropout, noise inside a model) differs between processes.
+        from accelerate.utils import set_seed
+
+        set_seed(process_seed(cfg.seed, acc.process_index))
 
         # The run directory, logs and trackers.
         changed: list[str] = []
@@ -347,9 +448,24 @@ class Trainer:
 
         self.step = 0
         self.best: dict = {"metric": cfg.val.best_metric, "value": None, "step": None}
+        self.bad_samples: dict[str, int] = {}  # skip_bad_samples: error -> times a sample stood in
         if self.resume_from is not None:
             self._load_checkpoint(self.resume_from)
-        self._stop_signal = None
+
+    def release(self) -> None:
+        """Drop the distributed wrappers of the networks, then end the process group. In that
+        order: a gloo process group whose last owner is a DDP wrapper is destroyed while Python
+        holds the GIL, which deadlocks at exit when a gloo thread still needs the GIL to free a
+        finished collective's tensors (pytorch/pytorch#56297, #190489)."""
+        import gc
+
+        model = getattr(self, "model", None)
+        if model is not None and model.accelerator is not None:
+            for name in list(model.networks):
+                model.networks[name] = self.accelerator.unwrap_model(model.networks[name])
+        self.accelerator.free_memory()
+        gc.collect()
+        _shutdown_distributed()
 
     # -- setup ------------------------------------------------------------------------------
     def _make_accelerator(self, make_trackers):
@@ -390,6 +506,8 @@ class Trainer:
             raise ConfigError(f"datasets.{split}: {exc}") from exc
         if len(data) == 0:
             raise DataError(f"datasets.{split} ({options['type']}) is empty")
+        if getattr(data, "skip_bad_samples", False) and hasattr(data, "make_sample"):
+            data = MarkBadSamples(data)  # skipped samples are counted and logged (training) or dropped (evaluation)
         return data
 
     def _preflight(self) -> None:
@@ -468,11 +586,14 @@ class Trainer:
                 meta = {n: json.dumps({"decay": e.decay, "num_updates": e.num_updates}) for n, e in self.emas.items()}
                 save_file(tensors, str(tmp / EMA_FILE), metadata=meta)
             state = {"step": self.step, "best": self.best, "num_processes": acc.num_processes,
-                     "batch_size": self.cfg.train.batch_size, "grad_accum": self.cfg.train.grad_accum}
-            (tmp / STATE_FILE).write_text(json.dumps(state, indent=2) + "\n")
+                     "batch_size": self.cfg.train.batch_size, "grad_accum": self.cfg.train.grad_accum,
+                     "bad_samples": self.bad_samples}
+            (tmp / STATE_FILE).write_text(json.dumps(state, indent=2) + "\n")  # last: marks it complete
+            fsync_tree(tmp)
             if final.exists():  # e.g. preempted right after the scheduled checkpoint of this step
                 shutil.rmtree(final)
             os.replace(tmp, final)
+            fsync_dir(self.ckpt_dir)
             for _, old in list_checkpoints(self.ckpt_dir)[: -self.cfg.train.keep_checkpoints]:
                 shutil.rmtree(old, ignore_errors=True)
         acc.wait_for_everyone()
@@ -485,8 +606,8 @@ class Trainer:
         try:
             acc.load_state(str(path))
         except Exception as exc:  # shapes, missing files, unpickling: one line, --debug for the rest
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise ConfigError(f"cannot resume from {path}: {first}") from exc
+            raise ConfigError(f"cannot resume from {path}: {error_line(exc)} (if this checkpoint is damaged, "
+                              f"delete it: --resume auto then continues from the one before)") from exc
         if self.emas:
             from safetensors import safe_open
 
@@ -501,6 +622,7 @@ class Trainer:
                     ema.load_state_dict({"decay": ema.decay, "num_updates": info["num_updates"], "shadow": shadow})
         self.step = int(state["step"])
         self.best = state["best"]
+        self.bad_samples = dict(state.get("bad_samples", {}))
         if state["num_processes"] != acc.num_processes or state["batch_size"] != self.cfg.train.batch_size:
             self.log.warning(f"resuming with {acc.num_processes} processes x batch {self.cfg.train.batch_size} "
                              f"(checkpoint: {state['num_processes']} x {state['batch_size']}): the data order differs "
@@ -514,10 +636,13 @@ class Trainer:
         final = self.run_dir / name
         tmp = self.run_dir / f".tmp-{name}"
         acc.wait_for_everyone()
+        with self._ema_weights():
+            # Every process takes part (with sharded weights, FSDP, this gathers them); the main one writes.
+            states = {n: acc.get_state_dict(self.model.networks[n]) for n in self.model.export_networks}
+            if self.is_main:
+                shutil.rmtree(tmp, ignore_errors=True)
+                self.model.save_pretrained(tmp, state_dicts=states)
         if self.is_main:
-            shutil.rmtree(tmp, ignore_errors=True)
-            with self._ema_weights():
-                self.model.save_pretrained(tmp)
             if extra is not None:
                 (tmp / "restorelab.json").write_text(json.dumps(extra, indent=2) + "\n")
             _replace_dir(tmp, final)
@@ -535,11 +660,13 @@ class Trainer:
 
     # -- evaluation -------------------------------------------------------------------------
     @torch.no_grad()
-    def evaluate(self, dataset, save_dir: Path | None = None, log_images: int = 0, desc: str = "val"):
+    def evaluate(self, dataset, save_dir: Path | None = None, log_images: int = 0, desc: str = "val") -> "Evaluation":
         """Score every image of ``dataset`` (sharded over processes, gathered without padding).
 
         Predictions are clamped and rounded to 8 bits before scoring, so the numbers equal
-        calculate_metrics.py on the saved PNGs. Returns (mean, per_image, grids)."""
+        calculate_metrics.py on the saved PNGs. An unreadable image stops every process with its
+        error, or with ``skip_bad_samples: true`` is left out and listed in ``skipped``."""
+        from accelerate.utils import gather_object
         from torch.utils.data import DataLoader
         from tqdm import tqdm
 
@@ -550,37 +677,53 @@ class Trainer:
         batches = [indices[i: i + v.batch_size] for i in range(0, len(indices), v.batch_size)]
         loader = DataLoader(dataset, batch_sampler=batches, num_workers=self.cfg.train.num_workers)
         tile = (v.patch_size, v.overlap) if v.patched else None
-        rows, grids = [], {}
+        rows, skipped, grids, error = [], [], {}, None
         self.model.eval()
-        with self._ema_weights():
-            for batch in tqdm(_collated(loader, v.batch_size), desc=desc, leave=False, disable=not self.is_main,
-                              dynamic_ncols=True):
-                batch = self._to_device(batch)
-                with acc.autocast():
-                    pred = self.model.predict(batch, tile=tile)
-                pred_q = quantize_uint8(pred.float())
-                gt_q = quantize_uint8(batch["gt"])
-                values = score(pred_q, gt_q, v.metrics, v.crop_border, v.test_y_channel)
-                keys = [str(k) for k in batch["key"]] if "key" in batch else [str(i) for i in range(len(pred))]
-                for b, key in enumerate(keys):
-                    image = output_name(key)
-                    rows.append((image, {m: float(values[m][b]) for m in v.metrics}))
-                    if save_dir is not None:
-                        write_image(save_dir / image, pred_q[b])
-                    if self.is_main and len(grids) < log_images:
-                        panels = [batch["lq"][b], pred_q[b], batch["gt"][b]] if "lq" in batch else [pred_q[b], batch["gt"][b]]
-                        grids[f"{desc}/{len(grids)}"] = image_grid(*panels)
-        self.model.train()
-        from accelerate.utils import gather_object
-
-        all_rows = gather_object(rows) if acc.num_processes > 1 else rows
+        try:
+            with self._ema_weights():
+                for batch in tqdm(_collated(loader, v.batch_size), desc=desc, leave=False, disable=not self.is_main,
+                                  dynamic_ncols=True):
+                    batch = self._to_device(batch)
+                    with acc.autocast():
+                        pred = self.model.predict(batch, tile=tile)
+                    pred_q = quantize_uint8(pred.float())
+                    gt_q = quantize_uint8(batch["gt"])
+                    values = score(pred_q, gt_q, v.metrics, v.crop_border, v.test_y_channel)
+                    keys = [str(k) for k in batch["key"]] if "key" in batch else [str(i) for i in range(len(pred))]
+                    bad = batch.get("bad_sample", [""] * len(keys))
+                    for b, key in enumerate(keys):
+                        if bad[b]:  # a stand-in for an unreadable image: scored nowhere
+                            skipped.append(bad[b])
+                            continue
+                        image = output_name(key)
+                        rows.append((image, {m: float(values[m][b]) for m in v.metrics}))
+                        if save_dir is not None:
+                            write_image(save_dir / image, pred_q[b])
+                        if self.is_main and len(grids) < log_images:
+                            panels = [batch["lq"][b], pred_q[b], batch["gt"][b]] if "lq" in batch else [pred_q[b], batch["gt"][b]]
+                            grids[f"{desc}/{len(grids)}"] = image_grid(*panels)
+        except DataError as exc:
+            error = error_line(exc)  # told to every process below, so none waits for the others
+        finally:
+            self.model.train()
+        if acc.num_processes > 1:
+            shards = gather_object([(rows, skipped, error)])
+            error = next((e for _, _, e in shards if e is not None), None)
+            rows = [row for r, _, _ in shards for row in r]
+            skipped = [reason for _, s, _ in shards for reason in s]
+        if error is not None:
+            self.log.error(f"{desc}: {error}")
+            raise SharedDataError(f"{desc}: {error}")
         per_image = {}
-        for image, values in all_rows:
+        for image, values in rows:
             if image in per_image:
                 raise DataError(f"two {desc} samples share the output name {image}; dataset keys must be unique")
             per_image[image] = values
         per_image = dict(sorted(per_image.items()))
-        return mean_over_images(per_image, v.metrics), per_image, grids
+        if not per_image:
+            raise DataError(f"{desc}: no image could be read ({len(skipped)} skipped, first: {skipped[0]})")
+        self._note_skipped(skipped, desc)
+        return Evaluation(mean_over_images(per_image, v.metrics), per_image, grids, sorted(set(skipped)))
 
     def _to_device(self, batch: dict) -> dict:
         device = self.accelerator.device
@@ -591,14 +734,17 @@ class Trainer:
 
         v = self.cfg.val
         folder = self.run_dir / "results" / "val" / f"step-{self.step}"
-        mean, per_image, grids = self.evaluate(self.val_set, folder if v.save_images else None, v.log_images)
+        result = self.evaluate(self.val_set, folder if v.save_images else None, v.log_images)
+        mean, per_image, grids = result.mean, result.per_image, result.grids
         if self.is_main:
             write_metrics_files(folder, per_image, v.metrics, v.crop_border, v.test_y_channel,
-                                {"split": "datasets.val", "step": self.step, "ema": bool(self.emas)})
+                                {"split": "datasets.val", "step": self.step, "ema": bool(self.emas),
+                                 **({"skipped_bad_samples": result.skipped} if result.skipped else {})})
         self.accelerator.log({f"val/{m}": x for m, x in mean.items()}, step=self.step)
         log_images(self.accelerator, grids, self.step)
         text = ", ".join(f"{m} {x:.4f}" for m, x in mean.items())
-        self.log.info(f"step {self.step}: validation over {len(per_image)} images: {text}")
+        left_out = f" ({len(result.skipped)} unreadable left out)" if result.skipped else ""
+        self.log.info(f"step {self.step}: validation over {len(per_image)} images{left_out}: {text}")
 
         value = mean[v.best_metric]
         better = higher_is_better(v.best_metric)
@@ -647,8 +793,8 @@ class Trainer:
             sums: dict[str, torch.Tensor] = {}  # logged values summed since the last log line
             steps_since_log = 0
             while self.step < t.max_steps:
-                for _ in range(t.grad_accum):
-                    batch = self._to_device(next(stream))
+                for batch in self._next_batches(stream):
+                    batch = self._to_device(batch)
                     with self.model.accumulate():
                         try:
                             logs = self.model.training_step(batch)
@@ -676,6 +822,9 @@ class Trainer:
                     exit_code = EXIT_REQUEUE
                     return exit_code
             last = self._save_export("last", {"step": self.step})
+            if self.bad_samples:
+                self.log.warning(f"{len(self.bad_samples)} bad sample(s) were skipped (skip_bad_samples), "
+                                 f"{sum(self.bad_samples.values())} time(s) in all; listed above")
             self.log.info(f"finished {self.step} steps; weights in {last}")
             if cfg.push_to_hub and self.is_main:
                 source = self.run_dir / "best" if (self.run_dir / "best").is_dir() else last
@@ -683,10 +832,54 @@ class Trainer:
                 self.log.info(f"pushed {source} to {cfg.hub_model_id} ({url})")
             return exit_code
         finally:
+            stream.close()  # stops DataLoader worker processes now, not at interpreter exit
             bar.close()
             for s, handler in previous.items():
                 signal.signal(s, handler)
-            acc.end_training()
+            for tracker in acc.trackers:  # the process group stays up until release()
+                tracker.finish()
+
+    def _next_batches(self, stream) -> list[dict]:
+        """The micro-batches of the next optimiser step, on every process or on none.
+
+        A sample that cannot be read stops every process (not only the one that met it, which
+        would leave the others waiting in the next collective) with that sample's error; with
+        ``skip_bad_samples: true`` the samples skipped on any process are counted and logged.
+        One small all-reduce per step."""
+        acc = self.accelerator
+        batches, error = [], None
+        try:
+            for _ in range(self.cfg.train.grad_accum):
+                batches.append(next(stream))
+        except DataError as exc:
+            error = error_line(exc)
+        skipped = [reason for b in batches for reason in b.pop("bad_sample", ()) if reason]
+        if acc.num_processes > 1:
+            from accelerate.utils import gather_object
+
+            flags = acc.reduce(torch.tensor([float(error is not None), float(len(skipped))], device=acc.device),
+                               reduction="sum")
+            if flags[0].item() > 0:
+                error = next(e for e in gather_object([error]) if e is not None)
+            if flags[1].item() > 0:
+                skipped = gather_object(skipped)
+        if error is not None:
+            hint = "" if not hasattr(self.train_set, "skip_bad_samples") else \
+                " (skip_bad_samples: true in datasets.train skips unreadable samples)"
+            message = f"datasets.train, step {self.step + 1}: {error}{hint}"
+            self.log.error(message)
+            raise SharedDataError(message)
+        self._note_skipped(skipped, "training")
+        return batches
+
+    def _note_skipped(self, reasons: list[str], split: str) -> None:
+        """Count samples skipped by ``skip_bad_samples`` and log each bad one the first time."""
+        for reason in reasons:
+            first = reason not in self.bad_samples
+            self.bad_samples[reason] = self.bad_samples.get(reason, 0) + 1
+            if first:
+                where = f"step {self.step + (split == 'training')}: " if self.mode == "train" else ""
+                self.log.warning(f"{where}skipped a bad {split} sample ({len(self.bad_samples)} so far): {reason}")
 
     def _log_train(self, means: dict[str, torch.Tensor], bar) -> None:
         """Mean of each logged value over the steps since the last log line and over processes."""
@@ -716,11 +909,14 @@ class Trainer:
         v = self.cfg.val
         folder = self.run_dir / "results" / "test"
         self.log.info(f"testing {self.weights_path} on {len(self.test_set)} images -> {folder}")
-        mean, per_image, _ = self.evaluate(self.test_set, folder, desc="test")
+        result = self.evaluate(self.test_set, folder, desc="test")
+        mean, per_image = result.mean, result.per_image
         if self.is_main:
             write_metrics_files(folder, per_image, v.metrics, v.crop_border, v.test_y_channel,
-                                {"split": "datasets.test", "weights": str(self.weights_path)})
-            self.log.info("test: " + ", ".join(f"{m} {x:.4f}" for m, x in mean.items()))
+                                {"split": "datasets.test", "weights": str(self.weights_path),
+                                 **({"skipped_bad_samples": result.skipped} if result.skipped else {})})
+            left_out = f" ({len(result.skipped)} unreadable left out)" if result.skipped else ""
+            self.log.info(f"test over {len(per_image)} images{left_out}: " + ", ".join(f"{m} {x:.4f}" for m, x in mean.items()))
         self.accelerator.wait_for_everyone()
         return mean
 
@@ -768,27 +964,67 @@ def main(argv: list[str] | None = None) -> int:
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # no "Writing model shards" bars inside ours
+    trainer = None
     try:
         trainer = Trainer(cfg, resume=args.resume, mode="test" if args.test else "train", weights=args.weights)
         if args.test:
             trainer.test()
             return 0
         return trainer.fit()
-    except (ConfigError, TrainingError):
-        # Every process raises these alike: the main process reports it (one line, not one per process).
+    except (ConfigError, TrainingError, SharedDataError):
+        # Every process raises these alike: the main process reports it (one line, not one per process)
+        # and exits with 2. The others leave quietly with 0: a launcher (torchrun, accelerate launch)
+        # stops every process as soon as one fails, which could kill the main one before it reports.
         from accelerate.state import PartialState
 
         if PartialState._shared_state and not PartialState().is_main_process:
-            raise SystemExit(2)
+            raise SystemExit(0)
         raise
     finally:
+        if trainer is not None:
+            trainer.release()
         _shutdown_distributed()
 
 
+_ENDED_PROCESS_GROUP = False
+
+
 def _shutdown_distributed() -> None:
+    """End the process group (after the networks' distributed wrappers are gone: Trainer.release)."""
+    global _ENDED_PROCESS_GROUP
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
+        _ENDED_PROCESS_GROUP = True
+
+
+def run_and_exit() -> None:
+    """``run_cli(main)``; a process that was part of a process group then leaves with ``os._exit``
+    once its output is flushed. Everything is saved and closed by then; what is skipped is the
+    interpreter's own teardown, where torch can still free gloo's threads while holding the GIL
+    and hang or abort the exit (pytorch/pytorch#190489), turning a finished run into a failed job."""
+    try:
+        run_cli(main)
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        if not isinstance(exc.code, (int, type(None))):
+            print(exc.code, file=sys.stderr)
+    except BaseException:  # a bug: keep its traceback
+        if not _ENDED_PROCESS_GROUP:
+            raise
+        import traceback
+
+        traceback.print_exc()
+        code = 1
+    if _ENDED_PROCESS_GROUP:
+        import logging
+
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    raise SystemExit(code)
 
 
 if __name__ == "__main__":
-    run_cli(main)
+    run_and_exit()

@@ -227,13 +227,15 @@ class BaseModel:
             return 0.0
         return float(next(iter(self.optimizers.values())).param_groups[0]["lr"])
 
-    def save_pretrained(self, folder: str | Path) -> None:
+    def save_pretrained(self, folder: str | Path, state_dicts: dict[str, dict] | None = None) -> None:
         """Exported networks as ``save_pretrained`` folders (``folder`` itself for one network,
-        ``folder/<name>`` for several)."""
+        ``folder/<name>`` for several). ``state_dicts`` (name -> full state dict, e.g. gathered
+        from sharded processes by ``accelerator.get_state_dict``) replaces the networks' own."""
         folder = Path(folder)
         for name in self.export_networks:
             target = folder if len(self.export_networks) == 1 else folder / name
-            self.network(name).save_pretrained(target, safe_serialization=True)
+            state = None if state_dicts is None else state_dicts[name]
+            self.network(name).save_pretrained(target, state_dict=state, safe_serialization=True)
 
     def load_pretrained(self, path: str | Path) -> None:
         """Load exported networks' weights from a ``save_pretrained`` folder (as written by

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from paired_data import write_pairs
 from slurm_cluster import ROOT, LocalSlurm, slurm_cluster, wait_until  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.slurm
@@ -212,27 +213,6 @@ def test_eval_job_runs_test_mode_on_all_processes(slurm_cluster: LocalSlurm, tmp
 
 # --- the real trainer ----------------------------------------------------------------------------
 
-def write_pairs(root: Path, counts: dict[str, int], size: int = 40) -> None:
-    """Blurred + noisy crops of built-in images as a paired folder dataset."""
-    import numpy as np
-    from scipy.ndimage import gaussian_filter
-    from skimage import data
-
-    from utils.image_io import write_image
-
-    rng = np.random.default_rng(0)
-    sources = [data.astronaut(), data.coffee(), data.chelsea(), data.rocket()]
-    for split, n in counts.items():
-        for i in range(n):
-            src = sources[i % len(sources)].astype(np.float32) / 255.0
-            y, x = rng.integers(0, 250, 2)
-            gt = src[y:y + size, x:x + size]
-            lq = np.stack([gaussian_filter(gt[..., c], 1.0) for c in range(3)], -1)
-            lq = np.clip(lq + rng.normal(0, 0.02, lq.shape), 0, 1)
-            write_image(root / split / "gt" / f"im{i:02d}.png", gt)
-            write_image(root / split / "lq" / f"im{i:02d}.png", lq)
-
-
 def test_trainer_preempted_on_slurm_resumes_to_the_uninterrupted_weights(slurm_cluster: LocalSlurm, tmp_path: Path):
     """trainer.py, 2 gloo processes, preempted mid-run the way PreemptMode=REQUEUE does it (SIGTERM
     to every process, KillWait, Slurm requeues) -> checkpoint, --resume auto -> the same weights as
@@ -240,7 +220,7 @@ def test_trainer_preempted_on_slurm_resumes_to_the_uninterrupted_weights(slurm_c
     import torch
     from safetensors.torch import load_file
 
-    write_pairs(tmp_path / "data", {"train": 16, "val": 2})
+    write_pairs(tmp_path / "data", {"train": [(40, 40)] * 16, "val": [(40, 40)] * 2})
     max_steps = 300
     config = tmp_path / "exp.yml"
     config.write_text(f"""

@@ -26,25 +26,9 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory) -> Path:
     """16 training pairs (40×40) and 3 validation pairs of odd sizes: blurred + noisy inputs."""
-    from scipy.ndimage import gaussian_filter
-    from skimage import data
+    from paired_data import write_pairs
 
-    from utils.image_io import write_image
-
-    root = tmp_path_factory.mktemp("pairs")
-    rng = np.random.default_rng(0)
-    sources = [data.astronaut(), data.coffee(), data.chelsea(), data.rocket()]
-    shapes = {"train": [(40, 40)] * 16, "val": [(36, 44), (41, 33), (40, 40)]}
-    for split, sizes in shapes.items():
-        for i, (h, w) in enumerate(sizes):
-            src = sources[i % len(sources)].astype(np.float32) / 255.0
-            y, x = rng.integers(0, 250, 2)
-            gt = src[y:y + h, x:x + w]
-            lq = np.stack([gaussian_filter(gt[..., c], 1.0) for c in range(3)], -1)
-            lq = np.clip(lq + rng.normal(0, 0.02, lq.shape), 0, 1)
-            write_image(root / split / "gt" / f"im{i:02d}.png", gt)
-            write_image(root / split / "lq" / f"im{i:02d}.png", lq)
-    return root
+    return write_pairs(tmp_path_factory.mktemp("pairs"))
 
 
 def experiment(folder: Path, data: Path, extra: str = "") -> Path:
