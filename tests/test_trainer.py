@@ -376,33 +376,6 @@ def test_cli_entry_point_subprocess(tmp_path):
     assert result.stderr.strip().splitlines() == [f"error: config file not found: {tmp_path / 'missing.yml'}"]
 
 
-# -- several processes ------------------------------------------------------------------------
-
-
-@pytest.mark.slow
-def test_two_processes_match_one_with_the_same_global_batch(data_root, tmp_path):
-    config = experiment(tmp_path, data_root, """
-        train: {max_steps: 4, val_every: 4, checkpoint_every: 2}
-        val: {save_images: true}
-    """)
-    env = subprocess_env()
-    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                             str(ROOT / "trainer.py"), "-opt", str(config), "name=ddp", "train.batch_size=2"],
-                            cwd=ROOT, capture_output=True, text=True, env=env, timeout=600)
-    assert result.returncode == 0, "\n".join(l for l in result.stderr.splitlines() if "Error" in l or "error" in l)[-3000:]
-    assert train(config, "name=single", "train.batch_size=4") == 0
-    ddp, single = run_dir(tmp_path, "ddp"), run_dir(tmp_path, "single")
-    assert max_diff(weights(ddp / "last"), weights(single / "last")) <= 1e-5
-    m_ddp = json.loads((ddp / "results" / "val" / "step-4" / "metrics.json").read_text())
-    m_one = json.loads((single / "results" / "val" / "step-4" / "metrics.json").read_text())
-    assert sorted(m_ddp["per_image"]) == ["im00.png", "im01.png", "im02.png"]   # every image once, none padded
-    for image, values in m_one["per_image"].items():
-        assert m_ddp["per_image"][image]["psnr"] == pytest.approx(values["psnr"], abs=1e-3)
-    assert sorted(p.name for p in (ddp / "results" / "val" / "step-4").glob("*.png")) == ["im00.png", "im01.png", "im02.png"]
-    assert sorted(p.name for p in (ddp / "checkpoints" / "checkpoint-4").glob("random_states_*.pkl")) == [
-        "random_states_0.pkl", "random_states_1.pkl"]
-
-
 def test_tiled_validation_goes_through_utils_tiling(data_root, tmp_path, monkeypatch):
     import utils.tiling
 
