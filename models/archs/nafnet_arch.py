@@ -162,12 +162,15 @@ class LocalAvgPool2d(nn.Module):
         k1, k2 = min(h, kh), min(w, kw)
         # Summed-area table of the map minus its mean: the same window means, but the table's
         # entries (and so float32 cancellation in the differences) stay small on large images.
-        mean = x.mean(dim=(-2, -1), keepdim=True)
-        s = F.pad((x - mean).cumsum(dim=-1).cumsum(dim=-2), (1, 0, 1, 0))
+        # (in float32 even under autocast: half-precision running sums would lose the means).
+        xf = x.float()
+        mean = xf.mean(dim=(-2, -1), keepdim=True)
+        s = F.pad((xf - mean).cumsum(dim=-1).cumsum(dim=-2), (1, 0, 1, 0))
         out = s[..., k1:, k2:] + s[..., :-k1, :-k2] - s[..., :-k1, k2:] - s[..., k1:, :-k2]
         out = out / (k1 * k2) + mean
         oh, ow = out.shape[-2:]
-        return F.pad(out, ((w - ow) // 2, (w - ow + 1) // 2, (h - oh) // 2, (h - oh + 1) // 2), mode="replicate")
+        out = F.pad(out, ((w - ow) // 2, (w - ow + 1) // 2, (h - oh) // 2, (h - oh + 1) // 2), mode="replicate")
+        return out.to(x.dtype)
 
     def extra_repr(self) -> str:
         return f"kernel_size={self.kernel_size}"
