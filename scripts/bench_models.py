@@ -147,11 +147,13 @@ def bench_network(net, inputs, device, args) -> dict:
         if swap_layernorm(reference):
             variants["reference_layernorm_channels_last"] = (reference, True)
             variants["reference_layernorm_contiguous"] = (copy.deepcopy(reference), False)
+    trainable = any(p.requires_grad for p in net.parameters())  # else there is no backward to time
     runs = {}
     for key, (variant, channels_last) in variants.items():
         forward, step = make_runs(variant, inputs, device, args.amp, channels_last)
         runs[(key, "forward_ms")] = forward
-        runs[(key, "forward_backward_ms")] = step
+        if trainable:
+            runs[(key, "forward_backward_ms")] = step
     clock = time.process_time if args.clock == "cpu" else time.perf_counter
     timed = time_interleaved(runs, device, args.warmup, args.repeats, clock)
     out: dict = {}
@@ -250,9 +252,13 @@ def print_table(records: list[dict], args) -> None:
         head += f"{'NCHW':>10}{'CL gain':>9}{'official-LN':>13}{'LN gain':>9}{'off.LN+NCHW':>13}{'total gain':>12}"
     print(head)
     for r in records:
-        ours = r["channels_last"]["forward_backward_ms"]
         line = (f"{r['network']:<14}{r['params'] / 1e6:>11.3f}{r['macs_256'] / 1e9:>9.3f}"
-                f"{r['channels_last']['forward_ms']:>10.1f}{ours:>12.1f}")
+                f"{r['channels_last']['forward_ms']:>10.1f}")
+        ours = r["channels_last"].get("forward_backward_ms")
+        if ours is None:  # nothing trainable
+            print(line + f"{'-':>12}")
+            continue
+        line += f"{ours:>12.1f}"
         if not args.no_baselines:
             nchw = r["contiguous"]["forward_backward_ms"]
             line += f"{nchw:>10.1f}{nchw / ours:>8.2f}x"
