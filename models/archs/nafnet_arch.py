@@ -160,9 +160,8 @@ class LocalAvgPool2d(nn.Module):
         if kh >= h and kw >= w:
             return F.adaptive_avg_pool2d(x, 1)
         k1, k2 = min(h, kh), min(w, kw)
-        # Summed-area table of the map minus its mean: the same window means, but the table's
-        # entries (and so float32 cancellation in the differences) stay small on large images.
-        # (in float32 even under autocast: half-precision running sums would lose the means).
+        # Summed-area table of the map minus its mean, in float32 even under autocast: the same
+        # window means, but the entries (and so the cancellation in their differences) stay small.
         xf = x.float()
         mean = xf.mean(dim=(-2, -1), keepdim=True)
         s = F.pad((xf - mean).cumsum(dim=-1).cumsum(dim=-2), (1, 0, 1, 0))
