@@ -1,0 +1,172 @@
+"""``SyntheticBlurDataset``: sharp images degraded on the fly by a spatially varying PSF field + noise."""
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from dataset.base import Geometry, PairedImageDataset, as_size
+from dataset.psf_keys import PSFAttacher, check_psf_keys
+from dataset.sources import fit_to_size, list_sources, load_source
+from utils.errors import ConfigError, DataError
+from utils.image_io import quantize
+
+FIELD_NAME = "psfs.h5"
+
+
+def make_psf_field(psf_path: str | None, psf: Mapping | None):
+    """The PSF field from a file (``psf_path``) or simulated from ``PSFSimulator`` options (``psf``)."""
+    if (psf_path is None) == (psf is None):
+        raise ConfigError("give exactly one of psf_path (a psfs.h5 file or its folder) and psf "
+                          "(PSFSimulator options, e.g. {psf_type: gaussian, grid_shape: [5, 5], psf_size: 21, "
+                          "sensor_res: [256, 256], seed: 0})")
+    if psf_path is not None:
+        from psf.field import load_psf_field
+
+        return load_psf_field(psf_path)
+    from psf.svpsf import PSFSimulator
+    from utils.registry import check_keywords, keyword_names
+
+    options = dict(psf)
+    check_keywords(options, keyword_names(PSFSimulator.__init__), "psf", "PSFSimulator")
+    return PSFSimulator(**options).simulate()
+
+
+class SyntheticBlurDataset(PairedImageDataset):
+    """Sharp images (``skimage.data`` built-ins or a folder) blurred by a spatially varying PSF
+    field (``utils.sv_renderer.render``, linear convolution) plus Gaussian noise.
+
+    YAML keys (constructor keywords)::
+
+        type: SyntheticBlurDataset
+        images: builtin            # "builtin" (skimage.data) or a folder of images
+        names: null                # only these images (built-in names / relative paths w/o extension)
+        exclude: [astronaut]       # leave these out (held-out images)
+        image_size: null           # [H, W] each image is centre-cropped + resized to (default: sensor_res)
+        psf_path: null             # a psfs.h5 file (or its folder) ...
+        psf: {psf_type: gaussian, grid_shape: [5, 5], psf_size: 21, sensor_res: [256, 256], seed: 0}
+                                   # ... or PSFSimulator options (exactly one of the two)
+        boundary: reflect          # renderer boundary: reflect | zero
+        noise_sigma: 0.01          # Gaussian noise std on [0, 1]; [lo, hi]: drawn per sample (train)
+        quantize_bits: 8           # round gt and lq to 8-bit levels like stored PNGs (null: keep float)
+        samples_per_image: 1       # samples per image per epoch (many random crops of few images)
+        phase: train               # train (random crop/flips/noise) | val | test (fixed noise)
+        crop_size: 96
+        use_flip: true
+        use_rot: true
+        seed: 0
+        psf_keys: []               # any of psf, basis_psfs, basis_coef
+        skip_bad_samples: false    # true: an unreadable source image is left out (logged, counted)
+
+    Each source image is prepared once at construction (crop/resize, quantised, blurred by the
+    whole field: the blur of any crop is exact, with no artificial crop border); per sample only
+    the crop, flips and noise are drawn, from the (seed, epoch, index) generator. Validation and
+    test samples use epoch 0 always, so their noise is fixed.
+    """
+
+    def __init__(
+        self,
+        images: str = "builtin",
+        names: list[str] | None = None,
+        exclude: list[str] | None = None,
+        image_size: int | list[int] | None = None,
+        psf_path: str | None = None,
+        psf: dict | None = None,
+        boundary: str = "reflect",
+        noise_sigma: float | list[float] = 0.01,
+        quantize_bits: int | None = 8,
+        samples_per_image: int = 1,
+        phase: str = "train",
+        crop_size: int | list[int] | None = None,
+        use_flip: bool = True,
+        use_rot: bool = True,
+        seed: int = 0,
+        psf_keys: list[str] | None = None,
+        skip_bad_samples: bool = False,
+    ):
+        from utils.sv_renderer import render
+
+        super().__init__(phase=phase, crop_size=crop_size, use_flip=use_flip, use_rot=use_rot,
+                         seed=seed, skip_bad_samples=skip_bad_samples)
+        self.noise_range = self._noise_range(noise_sigma)
+        if quantize_bits not in (None, 8, 16):
+            raise ConfigError(f"quantize_bits must be 8, 16 or null, got {quantize_bits!r}")
+        if not isinstance(samples_per_image, int) or samples_per_image < 1:
+            raise ConfigError(f"samples_per_image must be a positive integer, got {samples_per_image!r}")
+        if boundary not in ("reflect", "zero"):
+            raise ConfigError(f"boundary must be reflect or zero, got {boundary!r}")
+        self.quantize_bits = quantize_bits
+        self.samples_per_image = samples_per_image
+        self.field = make_psf_field(psf_path, psf)
+        self.image_size = as_size(image_size, "image_size") or tuple(self.field.sensor_res)
+
+        self.keys_: list[str] = []
+        self.gt_images: list[torch.Tensor] = []
+        self.blurred: list[torch.Tensor] = []
+        sources = list_sources(images, names, exclude)
+        for name, path in tqdm(sources, desc="blurring source images", unit="img", disable=len(sources) < 8):
+            try:
+                img = fit_to_size(load_source(name, path), self.image_size)
+            except DataError as exc:
+                if not skip_bad_samples:
+                    raise
+                self.skipped[name] = str(exc)
+                continue
+            if quantize_bits:
+                img = quantize(img, quantize_bits).astype(np.float32) / (2 ** quantize_bits - 1)
+            gt = torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))
+            with torch.no_grad():
+                blurred = render(gt[None], self.field, boundary=boundary)[0].float()
+            self.keys_.append(name)
+            self.gt_images.append(gt)
+            self.blurred.append(blurred)
+        if not self.keys_:
+            raise DataError(f"no readable source image ({len(self.skipped)} skipped)")
+        if check_psf_keys(psf_keys):
+            self.psf_attacher = PSFAttacher({FIELD_NAME: self.field}, psf_keys)
+
+    def _noise_range(self, noise_sigma) -> tuple[float, float]:
+        if isinstance(noise_sigma, (int, float)) and not isinstance(noise_sigma, bool):
+            lo = hi = float(noise_sigma)
+        elif isinstance(noise_sigma, (list, tuple)) and len(noise_sigma) == 2:
+            lo, hi = (float(v) for v in noise_sigma)
+        else:
+            raise ConfigError(f"noise_sigma must be a number or [low, high], got {noise_sigma!r}")
+        if not 0 <= lo <= hi:
+            raise ConfigError(f"noise_sigma must satisfy 0 <= low <= high, got {noise_sigma!r}")
+        return lo, hi
+
+    def __len__(self) -> int:
+        return len(self.keys_) * self.samples_per_image
+
+    def image_index(self, index: int) -> int:
+        return index // self.samples_per_image
+
+    def sample_key(self, index: int) -> str:
+        name = self.keys_[self.image_index(index)]
+        return name if self.samples_per_image == 1 else f"{name}#{index % self.samples_per_image}"
+
+    def load_pair(self, index: int):
+        i = self.image_index(index)
+        return self.gt_images[i], self.blurred[i], self.sample_key(index)
+
+    def psf_field_name(self, index: int) -> str:
+        return FIELD_NAME
+
+    def noise_sigma_for(self, generator: torch.Generator) -> float:
+        lo, hi = self.noise_range
+        if lo == hi or not self.random:
+            return lo if lo == hi else 0.5 * (lo + hi)  # validation: the middle of the range
+        return lo + (hi - lo) * float(torch.rand(1, generator=generator))
+
+    def finish_sample(self, sample: dict, index: int, geometry: Geometry, generator: torch.Generator) -> None:
+        sigma = self.noise_sigma_for(generator)
+        lq = sample["lq"]
+        if sigma > 0:
+            lq = lq + sigma * torch.randn(lq.shape, generator=generator)
+        if self.quantize_bits:
+            top = 2 ** self.quantize_bits - 1
+            lq = torch.round(lq.clamp(0, 1) * top) / top
+        sample["lq"] = lq.contiguous()
