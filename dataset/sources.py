@@ -12,11 +12,12 @@ from utils.registry import unknown_name_message
 
 # Natural/scientific images shipped with scikit-image that load offline. Left out: `cat`
 # (a duplicate of `chelsea`), synthetic patterns (checkerboard, binary_blobs, horse, logo),
-# 3-D stacks, and images that need a download.
+# 3-D stacks, and images that need a download. "motorcycle" is the left view of
+# skimage.data.stereo_motorcycle (the name step 3 uses too).
 BUILTIN_IMAGES = (
     "astronaut", "brick", "camera", "cell", "chelsea", "clock", "coffee", "coins", "colorwheel", "grass",
-    "gravel", "hubble_deep_field", "immunohistochemistry", "moon", "page", "retina", "rocket",
-    "stereo_motorcycle", "text",
+    "gravel", "hubble_deep_field", "immunohistochemistry", "moon", "motorcycle", "page", "retina", "rocket",
+    "text",
 )
 
 
@@ -26,9 +27,7 @@ def load_builtin(name: str) -> np.ndarray:
 
     if name not in BUILTIN_IMAGES:
         raise ConfigError(unknown_name_message("built-in image", name, BUILTIN_IMAGES))
-    img = getattr(skimage.data, name)()
-    if isinstance(img, tuple):  # stereo_motorcycle: (left, right, disparity)
-        img = img[0]
+    img = skimage.data.stereo_motorcycle()[0] if name == "motorcycle" else getattr(skimage.data, name)()
     if img.dtype != np.uint8:
         raise DataError(f"built-in image {name} has unexpected pixel type {img.dtype}")
     img = img.astype(np.float32) / 255.0

@@ -12,6 +12,7 @@ from dataset.psf_keys import PSFAttacher, check_psf_keys
 from dataset.sources import fit_to_size, list_sources, load_source
 from utils.errors import ConfigError, DataError
 from utils.image_io import quantize
+from utils.registry import check_keywords, keyword_names
 
 FIELD_NAME = "psfs.h5"
 
@@ -27,11 +28,36 @@ def make_psf_field(psf_path: str | None, psf: Mapping | None):
 
         return load_psf_field(psf_path)
     from psf.svpsf import PSFSimulator
-    from utils.registry import check_keywords, keyword_names
 
     options = dict(psf)
     check_keywords(options, keyword_names(PSFSimulator.__init__), "psf", "PSFSimulator")
     return PSFSimulator(**options).simulate()
+
+
+NOISE_OPTIONS = ("kind", "sigma", "photons", "read_noise")
+
+
+def check_noise_options(noise) -> dict:
+    """Validate the ``noise`` mapping (utils.noise.sample_noise_model keywords) once, up front."""
+    from utils.noise import NOISE_KINDS, sample_noise_model
+
+    if not isinstance(noise, Mapping):
+        raise ConfigError(f"noise must be a mapping like {{kind: gaussian, sigma: 0.01}}, got {noise!r}")
+    noise = {k: (list(v) if isinstance(v, (list, tuple)) else v) for k, v in dict(noise).items()}
+    check_keywords(noise, list(NOISE_OPTIONS), "noise", "the noise model")
+    if noise.get("kind", "none") not in NOISE_KINDS:
+        raise ConfigError(f"noise.kind must be one of {', '.join(NOISE_KINDS)}, got {noise.get('kind')!r}")
+    for key in ("sigma", "photons", "read_noise"):
+        value = noise.get(key)
+        values = value if isinstance(value, list) else [value]
+        if value is not None and (len(values) not in (1, 2) or not all(isinstance(v, (int, float)) and v >= 0 for v in values)
+                                  or values[0] > values[-1]):
+            raise ConfigError(f"noise.{key} must be a number >= 0 or a [low, high] range, got {value!r}")
+    try:  # a draw with a throwaway generator catches what is left (e.g. photons <= 0)
+        sample_noise_model(**noise, generator=torch.Generator().manual_seed(0))
+    except ValueError as exc:
+        raise ConfigError(f"noise: {exc}") from None
+    return noise
 
 
 class SyntheticBlurDataset(PairedImageDataset):
@@ -49,7 +75,11 @@ class SyntheticBlurDataset(PairedImageDataset):
         psf: {psf_type: gaussian, grid_shape: [5, 5], psf_size: 21, sensor_res: [256, 256], seed: 0}
                                    # ... or PSFSimulator options (exactly one of the two)
         boundary: reflect          # renderer boundary: reflect | zero
-        noise_sigma: 0.01          # Gaussian noise std on [0, 1]; [lo, hi]: drawn per sample (train)
+        linear_light: true         # blur (and Poisson noise) in linear light, as a camera; false: in sRGB
+        noise: {kind: gaussian, sigma: 0.01}
+                                   # utils.noise: kind none | gaussian (sigma, sRGB units) |
+                                   # poisson_gaussian (photons at white, read_noise in electrons);
+                                   # a [low, high] range is drawn per sample
         quantize_bits: 8           # round gt and lq to 8-bit levels like stored PNGs (null: keep float)
         samples_per_image: 1       # samples per image per epoch (many random crops of few images)
         phase: train               # train (random crop/flips/noise) | val | test (fixed noise)
@@ -60,10 +90,12 @@ class SyntheticBlurDataset(PairedImageDataset):
         psf_keys: []               # any of psf, basis_psfs, basis_coef
         skip_bad_samples: false    # true: an unreadable source image is left out (logged, counted)
 
-    Each source image is prepared once at construction (crop/resize, quantised, blurred by the
-    whole field: the blur of any crop is exact, with no artificial crop border); per sample only
-    the crop, flips and noise are drawn, from the (seed, epoch, index) generator. Validation and
-    test samples use epoch 0 always, so their noise is fixed.
+    The forward model is step 3's (``utils.sv_renderer.simulate_capture``): sRGB gt -> linear
+    light -> spatially varying blur -> noise -> sRGB -> 8-bit. Each source image is prepared once
+    at construction (crop/resize to ``image_size``, quantised, blurred by the whole field, so the
+    blur of any crop is exact with no artificial crop border); per sample only the crop, flips,
+    noise level and noise are drawn, from the (seed, epoch, index) generator. Validation and test
+    samples always use epoch 0, so their noise is fixed.
     """
 
     def __init__(
@@ -75,7 +107,8 @@ class SyntheticBlurDataset(PairedImageDataset):
         psf_path: str | None = None,
         psf: dict | None = None,
         boundary: str = "reflect",
-        noise_sigma: float | list[float] = 0.01,
+        linear_light: bool = True,
+        noise: dict | None = None,
         quantize_bits: int | None = 8,
         samples_per_image: int = 1,
         phase: str = "train",
@@ -86,11 +119,13 @@ class SyntheticBlurDataset(PairedImageDataset):
         psf_keys: list[str] | None = None,
         skip_bad_samples: bool = False,
     ):
-        from utils.sv_renderer import render
+        from utils.noise import srgb_to_linear
+        from utils.sv_renderer import SVRenderer
 
         super().__init__(phase=phase, crop_size=crop_size, use_flip=use_flip, use_rot=use_rot,
                          seed=seed, skip_bad_samples=skip_bad_samples)
-        self.noise_range = self._noise_range(noise_sigma)
+        self.noise = check_noise_options({"kind": "gaussian", "sigma": 0.01} if noise is None else noise)
+        self.linear_light = bool(linear_light)
         if quantize_bits not in (None, 8, 16):
             raise ConfigError(f"quantize_bits must be 8, 16 or null, got {quantize_bits!r}")
         if not isinstance(samples_per_image, int) or samples_per_image < 1:
@@ -104,7 +139,8 @@ class SyntheticBlurDataset(PairedImageDataset):
 
         self.keys_: list[str] = []
         self.gt_images: list[torch.Tensor] = []
-        self.blurred: list[torch.Tensor] = []
+        self.blurred: list[torch.Tensor] = []  # noise-free blur, in linear light when linear_light
+        renderer = SVRenderer(self.field, self.image_size, boundary)
         sources = list_sources(images, names, exclude)
         for name, path in tqdm(sources, desc="blurring source images", unit="img", disable=len(sources) < 8):
             try:
@@ -118,7 +154,7 @@ class SyntheticBlurDataset(PairedImageDataset):
                 img = quantize(img, quantize_bits).astype(np.float32) / (2 ** quantize_bits - 1)
             gt = torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))
             with torch.no_grad():
-                blurred = render(gt[None], self.field, boundary=boundary)[0].float()
+                blurred = renderer((srgb_to_linear(gt) if self.linear_light else gt)[None])[0].float()
             self.keys_.append(name)
             self.gt_images.append(gt)
             self.blurred.append(blurred)
@@ -126,17 +162,6 @@ class SyntheticBlurDataset(PairedImageDataset):
             raise DataError(f"no readable source image ({len(self.skipped)} skipped)")
         if check_psf_keys(psf_keys):
             self.psf_attacher = PSFAttacher({FIELD_NAME: self.field}, psf_keys)
-
-    def _noise_range(self, noise_sigma) -> tuple[float, float]:
-        if isinstance(noise_sigma, (int, float)) and not isinstance(noise_sigma, bool):
-            lo = hi = float(noise_sigma)
-        elif isinstance(noise_sigma, (list, tuple)) and len(noise_sigma) == 2:
-            lo, hi = (float(v) for v in noise_sigma)
-        else:
-            raise ConfigError(f"noise_sigma must be a number or [low, high], got {noise_sigma!r}")
-        if not 0 <= lo <= hi:
-            raise ConfigError(f"noise_sigma must satisfy 0 <= low <= high, got {noise_sigma!r}")
-        return lo, hi
 
     def __len__(self) -> int:
         return len(self.keys_) * self.samples_per_image
@@ -155,18 +180,12 @@ class SyntheticBlurDataset(PairedImageDataset):
     def psf_field_name(self, index: int) -> str:
         return FIELD_NAME
 
-    def noise_sigma_for(self, generator: torch.Generator) -> float:
-        lo, hi = self.noise_range
-        if lo == hi or not self.random:
-            return lo if lo == hi else 0.5 * (lo + hi)  # validation: the middle of the range
-        return lo + (hi - lo) * float(torch.rand(1, generator=generator))
-
     def finish_sample(self, sample: dict, index: int, geometry: Geometry, generator: torch.Generator) -> None:
-        sigma = self.noise_sigma_for(generator)
-        lq = sample["lq"]
-        if sigma > 0:
-            lq = lq + sigma * torch.randn(lq.shape, generator=generator)
-        if self.quantize_bits:
-            top = 2 ** self.quantize_bits - 1
-            lq = torch.round(lq.clamp(0, 1) * top) / top
-        sample["lq"] = lq.contiguous()
+        """Noise on the (cropped, flipped) noise-free blur, then back to sRGB and quantised."""
+        from utils.noise import quantize as quantize_tensor
+        from utils.noise import sample_noise_model
+
+        noise = sample_noise_model(**self.noise, generator=generator)
+        blurred = sample["lq"]
+        lq = noise.apply_linear(blurred, generator) if self.linear_light else noise(blurred, generator)
+        sample["lq"] = (quantize_tensor(lq, self.quantize_bits) if self.quantize_bits else lq).contiguous()

@@ -25,25 +25,41 @@ def synth(psf_file, **kw):
                            "names": ["camera", "coffee"], **kw})
 
 
-def test_lq_is_exact_sv_blur_of_gt(psf_file):
+NO_NOISE = {"kind": "none"}
+
+
+def srgb_decode(v):  # IEC 61966-2-1, written out here
+    return torch.where(v <= 0.04045, v / 12.92, ((v + 0.055) / 1.055) ** 2.4)
+
+
+def srgb_encode(v):
+    return torch.where(v <= 0.0031308, 12.92 * v, 1.055 * v.clamp(min=0) ** (1 / 2.4) - 0.055)
+
+
+@pytest.mark.parametrize("linear_light", [False, True])
+def test_lq_is_exact_sv_blur_of_gt(psf_file, linear_light):
     field, _ = psf_file
-    ds = synth(psf_file, phase="val", noise_sigma=0, quantize_bits=None, boundary="zero")
+    ds = synth(psf_file, phase="val", noise=NO_NOISE, quantize_bits=None, boundary="zero", linear_light=linear_light)
     assert len(ds) == 2 and [ds[i]["key"] for i in range(2)] == ["camera", "coffee"]
     for i, name in enumerate(["camera", "coffee"]):
         s = ds[i]
         expected_gt = torch.from_numpy(fit_to_size(load_builtin(name), SIZE).transpose(2, 0, 1))
         torch.testing.assert_close(s["gt"], expected_gt)
-        expected_lq = scatter(s["gt"], pixel_psfs(field, *SIZE)).float()  # independent brute force
-        torch.testing.assert_close(s["lq"], expected_lq, atol=2e-5, rtol=0)
+        maps = pixel_psfs(field, *SIZE)  # independent brute-force scatter
+        if linear_light:
+            expected_lq = srgb_encode(scatter(srgb_decode(s["gt"].double()), maps))
+        else:
+            expected_lq = scatter(s["gt"], maps)
+        torch.testing.assert_close(s["lq"], expected_lq.float(), atol=2e-5, rtol=0)
 
 
 def test_quantized_gt_and_noise_statistics(psf_file):
-    clean = synth(psf_file, phase="val", noise_sigma=0, quantize_bits=None)
-    noisy = synth(psf_file, phase="val", noise_sigma=0.05, quantize_bits=None)
+    clean = synth(psf_file, phase="val", noise=NO_NOISE, quantize_bits=None)
+    noisy = synth(psf_file, phase="val", noise={"kind": "gaussian", "sigma": 0.05}, quantize_bits=None)
     resid = torch.cat([(noisy[i]["lq"] - clean[i]["lq"]).flatten() for i in range(2)])
     assert abs(resid.std().item() - 0.05) < 0.05 * 0.06  # 6480 samples: std within 6 %
     assert abs(resid.mean().item()) < 0.004
-    q = synth(psf_file, phase="val", noise_sigma=0.01)
+    q = synth(psf_file, phase="val")  # default: Gaussian sigma 0.01, 8-bit
     for i in range(2):
         for key in ("gt", "lq"):
             levels = q[i][key] * 255
@@ -65,16 +81,31 @@ def test_validation_noise_fixed_training_noise_per_epoch(psf_file):
 
 
 def test_noise_range_drawn_per_sample(psf_file):
-    clean = synth(psf_file, crop_size=12, noise_sigma=0, quantize_bits=None, samples_per_image=20, use_flip=False, use_rot=False)
-    noisy = synth(psf_file, crop_size=12, noise_sigma=[0.0, 0.1], quantize_bits=None, samples_per_image=20,
-                  use_flip=False, use_rot=False)
+    clean = synth(psf_file, crop_size=12, noise=NO_NOISE, quantize_bits=None, samples_per_image=20, use_flip=False,
+                  use_rot=False)
+    noisy = synth(psf_file, crop_size=12, noise={"kind": "gaussian", "sigma": [0.0, 0.1]}, quantize_bits=None,
+                  samples_per_image=20, use_flip=False, use_rot=False)
     stds = torch.tensor([(noisy[i]["lq"] - clean[i]["lq"]).std().item() for i in range(len(noisy))])
     assert stds.min() < 0.03 and stds.max() > 0.07  # spread over the range, not one fixed level
 
 
+def test_poisson_gaussian_noise_variance_follows_signal(psf_file):
+    """Shot noise in linear light: Var = L/photons (+ read noise), so brighter pixels are noisier."""
+    clean = synth(psf_file, phase="val", noise=NO_NOISE, quantize_bits=None)
+    noisy = synth(psf_file, phase="val", noise={"kind": "poisson_gaussian", "photons": 200, "read_noise": 0},
+                  quantize_bits=None)
+    lin_clean = torch.cat([srgb_decode(clean[i]["lq"].double()).flatten() for i in range(2)])
+    lin_noisy = torch.cat([srgb_decode(noisy[i]["lq"].double()).flatten() for i in range(2)])
+    resid = lin_noisy - lin_clean
+    for lo, hi in ((0.05, 0.2), (0.4, 0.9)):
+        sel = (lin_clean > lo) & (lin_clean < hi)
+        ratio = resid[sel].var() / (lin_clean[sel].mean() / 200)
+        assert 0.85 < ratio < 1.15, (lo, hi, ratio)
+
+
 def test_psf_keys_recreate_sample(psf_file):
     field, _ = psf_file
-    ds = synth(psf_file, crop_size=16, noise_sigma=0, quantize_bits=None, samples_per_image=4,
+    ds = synth(psf_file, crop_size=16, noise=NO_NOISE, quantize_bits=None, samples_per_image=4, linear_light=False,
                psf_keys=["psf", "basis_psfs", "basis_coef"])
     for i in range(len(ds)):
         check_sample(ds[i], field)
@@ -90,8 +121,12 @@ def test_names_exclude_and_errors(psf_file):
         synth(psf_file, names=["astronot"])
     with pytest.raises(ConfigError, match="give exactly one of psf_path"):
         create_dataset({"type": "SyntheticBlurDataset", "names": ["camera"]})
-    with pytest.raises(ConfigError, match="noise_sigma must"):
-        synth(psf_file, noise_sigma=[0.1, 0.0])
+    with pytest.raises(ConfigError, match=r"noise.sigma must be a number >= 0 or a \[low, high\] range"):
+        synth(psf_file, noise={"kind": "gaussian", "sigma": [0.1, 0.0]})
+    with pytest.raises(ConfigError, match=r"unknown key noise.sigm .*did you mean noise.sigma"):
+        synth(psf_file, noise={"kind": "gaussian", "sigm": 0.1})
+    with pytest.raises(ConfigError, match="noise.kind must be one of"):
+        synth(psf_file, noise={"kind": "poisson"})
 
 
 def test_image_folder_source(tmp_path, psf_file):
