@@ -12,7 +12,7 @@ from dataset.psf_keys import PSFAttacher, check_psf_keys
 from dataset.sources import fit_to_size, list_sources, load_source
 from utils.errors import ConfigError, DataError
 from utils.image_io import quantize
-from utils.registry import check_keywords, keyword_names
+from utils.registry import check_keywords
 
 FIELD_NAME = "psfs.h5"
 
@@ -29,9 +29,12 @@ def make_psf_field(psf_path: str | None, psf: Mapping | None):
         return load_psf_field(psf_path)
     from psf.svpsf import PSFSimulator
 
-    options = dict(psf)
-    check_keywords(options, keyword_names(PSFSimulator.__init__), "psf", "PSFSimulator")
-    return PSFSimulator(**options).simulate()
+    if not isinstance(psf, Mapping):
+        raise ConfigError(f"psf must be a mapping of PSFSimulator options, got {psf!r}")
+    try:  # PSFSimulator checks its own options (and the PSF type's) with "did you mean" errors
+        return PSFSimulator(**dict(psf)).simulate()
+    except TypeError as exc:
+        raise ConfigError(f"psf: {exc}") from None
 
 
 NOISE_OPTIONS = ("kind", "sigma", "photons", "read_noise")
