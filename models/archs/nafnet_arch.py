@@ -145,7 +145,8 @@ class LocalAvgPool2d(nn.Module):
     """TLC's local average pooling (``local_arch.AvgPool2d`` with ``fast_imp=False``).
 
     The mean over a ``kernel_size`` window, computed for every window that fits inside the map
-    from a summed-area table, then replicate-padded back to the input size. When the window
+    from a summed-area table, then replicate-padded back to the input size (official semantics;
+    the table is built on mean-centred values for float32 accuracy). When the window
     covers the whole map it is the global average pooling the network was trained with.
     """
 
@@ -159,10 +160,12 @@ class LocalAvgPool2d(nn.Module):
         if kh >= h and kw >= w:
             return F.adaptive_avg_pool2d(x, 1)
         k1, k2 = min(h, kh), min(w, kw)
-        s = F.pad(x.cumsum(dim=-1).cumsum(dim=-2), (1, 0, 1, 0))
-        # Same summation order as the official code.
+        # Summed-area table of the map minus its mean: the same window means, but the table's
+        # entries (and so float32 cancellation in the differences) stay small on large images.
+        mean = x.mean(dim=(-2, -1), keepdim=True)
+        s = F.pad((x - mean).cumsum(dim=-1).cumsum(dim=-2), (1, 0, 1, 0))
         out = s[..., k1:, k2:] + s[..., :-k1, :-k2] - s[..., :-k1, k2:] - s[..., k1:, :-k2]
-        out = out / (k1 * k2)
+        out = out / (k1 * k2) + mean
         oh, ow = out.shape[-2:]
         return F.pad(out, ((w - ow) // 2, (w - ow + 1) // 2, (h - oh) // 2, (h - oh + 1) // 2), mode="replicate")
 

@@ -1,0 +1,458 @@
+"""Spatially varying blur: the exact scatter-form renderer of a PSF field (DESIGN.md, "PSF file").
+
+Image formation (incoherent imaging, scatter form). A source pixel p spreads its value over
+``p + (dy, dx)`` with weight ``P_p[k//2 + dy, k//2 + dx]``, where ``P_p`` is the PSF at p:
+the bilinear interpolation, in grid-index space, of the four surrounding node PSFs (the grid
+index of p is ``H_img⁻¹ · (x, y, 1)``, clamped to the node hull, so outside the hull the
+nearest node is used). Writing ``w_n(p)`` for the bilinear weight of node n at p::
+
+    out = Σ_n psf_n ∗ (w_n ⊙ x)                        (full rank, exact)
+        ≈ Σ_k B_k ∗ (a_k ⊙ x),  a_k = Σ_n coef[k, n] w_n (basis of K PSFs; exact for K = N)
+
+a linear convolution per term (Nagy & O'Leary, SIAM J. Sci. Comput. 19(4), 1998, eq. 2.5;
+Flicker & Rigaut, JOSA A 22(3), 2005 for the low-rank basis form). ``∗`` is evaluated with
+batched real FFTs on a zero-extended domain, so nothing ever wraps around.
+
+Methods (``render(..., method=...)``):
+
+* ``basis``  (default when the field carries a basis): dense coefficient maps, one FFT per
+  basis component and input channel.
+* ``full``   (default without a basis): the node PSFs themselves with their bilinear weights.
+  Each node's weight map is non-zero only on the cells around it, so every node is
+  convolved on its own support only (grouped, batched FFTs): exact and fast.
+* ``tiles``  fixed tiles: every source pixel takes the PSF of its nearest node (piecewise
+  constant field, overlap-add across tile borders). An approximation, for comparison.
+* ``brute_force`` the reference: the interpolated PSF of every source pixel, scattered
+  pixel by pixel (``F.fold``). Slow; for tests and benchmarks.
+
+Boundaries: ``reflect`` (default) extends the image by mirror reflection (no edge repeat)
+before blurring, the padded source pixels taking the coefficients of the nearest image pixel;
+``zero`` treats everything outside the image as black. The output has the input's size.
+
+Image size vs sensor. Image pixel (x, y) is sensor pixel ``(x + x0, y + y0)`` with
+``origin = (y0, x0)`` (default (0, 0)): the image is assumed to be sampled at the sensor's
+pixel pitch, so the PSFs (sized in sensor pixels) apply as they are. An image (or crop)
+smaller than the sensor sees the part of the field it covers; pixels beyond the node hull
+(e.g. an image larger than the sensor) take the nearest node's PSF. To put an image of
+another resolution on the full sensor, resize it to ``sensor_res`` first (step 3 does).
+"""
+from __future__ import annotations
+
+import math
+import os
+from collections import defaultdict
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from psf.field import PSFField, default_H_img, load_psf_field
+
+BOUNDARIES = ("reflect", "zero")
+METHODS = ("auto", "basis", "full", "tiles", "brute_force")
+
+__all__ = [
+    "BOUNDARIES", "METHODS", "SVRenderer", "render", "render_brute_force", "coef_maps", "node_weights",
+    "node_weight_maps", "grid_index", "interpolated_psf", "elliptical_gaussian_field", "simulate_capture",
+]
+
+
+# -- pixel -> grid index -> node weights -------------------------------------------------------
+def _as_field(psf) -> PSFField:
+    if isinstance(psf, PSFField):
+        return psf
+    if isinstance(psf, (str, os.PathLike)):
+        return load_psf_field(psf)
+    raise TypeError(f"psf must be a PSFField or a path to a PSF file, got {type(psf).__name__}")
+
+
+def grid_index(field: PSFField, height: int, width: int, origin=(0, 0), device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Grid coordinates ``(col, row)`` [H, W] float64 of every image pixel: ``H_img⁻¹ · (x+x0, y+y0, 1)``."""
+    h_inv = torch.as_tensor(np.linalg.inv(np.asarray(field.H_img, dtype=np.float64)), device=device)
+    y = torch.arange(height, dtype=torch.float64, device=device) + origin[0]
+    x = torch.arange(width, dtype=torch.float64, device=device) + origin[1]
+    yy, xx = torch.meshgrid(y, x, indexing="ij")
+    u = h_inv[0, 0] * xx + h_inv[0, 1] * yy + h_inv[0, 2]
+    v = h_inv[1, 0] * xx + h_inv[1, 1] * yy + h_inv[1, 2]
+    s = h_inv[2, 0] * xx + h_inv[2, 1] * yy + h_inv[2, 2]
+    return u / s, v / s
+
+
+def _axis_interp(t: torch.Tensor, n: int, nearest: bool):
+    """Lower node index, upper node index and upper weight along one grid axis (clamped to the hull)."""
+    if n == 1:
+        zero = torch.zeros_like(t, dtype=torch.long)
+        return zero, zero, torch.zeros_like(t)
+    t = t.clamp(0, n - 1)
+    if nearest:
+        i = torch.floor(t + 0.5).long().clamp(max=n - 1)
+        return i, i, torch.zeros_like(t)
+    i0 = torch.floor(t).long().clamp(max=n - 2)
+    return i0, i0 + 1, t - i0
+
+
+def node_weights(field: PSFField, height: int, width: int, origin=(0, 0), device=None,
+                 nearest: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """The (at most) four nodes each pixel interpolates between.
+
+    Returns ``index`` [4, H, W] (long, row-major node index) and ``weight`` [4, H, W]
+    (float64, bilinear, summing to 1) for the corners (r0,c0), (r0,c0+1), (r0+1,c0),
+    (r0+1,c0+1). ``nearest=True`` gives the fixed-tile assignment instead (weight 1 on the
+    nearest node).
+    """
+    gh, gw = field.grid_shape
+    col, row = grid_index(field, height, width, origin, device)
+    c0, c1, fc = _axis_interp(col, gw, nearest)
+    r0, r1, fr = _axis_interp(row, gh, nearest)
+    index = torch.stack([r0 * gw + c0, r0 * gw + c1, r1 * gw + c0, r1 * gw + c1])
+    weight = torch.stack([(1 - fr) * (1 - fc), (1 - fr) * fc, fr * (1 - fc), fr * fc])
+    return index, weight
+
+
+def node_weight_maps(field: PSFField, height: int, width: int, origin=(0, 0), device=None,
+                     nearest: bool = False, dtype=torch.float32) -> torch.Tensor:
+    """Dense per-node weights [N, H, W] (each pixel's weights sum to 1; at most 4 non-zero)."""
+    index, weight = node_weights(field, height, width, origin, device, nearest)
+    maps = torch.zeros(field.n_nodes, height, width, dtype=torch.float64, device=device)
+    maps.scatter_add_(0, index, weight)
+    return maps.to(dtype)
+
+
+def coef_maps(field: PSFField, height: int, width: int, origin=(0, 0), n_basis: int | None = None,
+              device=None, dtype=torch.float32) -> torch.Tensor:
+    """Per-pixel basis coefficients ``[C_out, C_in, K, H, W]``: ``a_k(p) = Σ_n basis_coef[..., k, n] w_n(p)``.
+
+    Without a basis this is the full-rank case (K = N, one-hot coefficients): the node
+    weight maps, expanded (not copied) over the channels. ``n_basis`` keeps the first K
+    basis components.
+    """
+    field = _as_field(field)
+    if not field.has_basis:
+        maps = node_weight_maps(field, height, width, origin, device, dtype=dtype)
+        return maps.expand(field.c_out, field.c_in, *maps.shape)
+    index, weight = node_weights(field, height, width, origin, device)
+    coef = _basis(field, n_basis)[1].to(device=device, dtype=torch.float64)
+    out = torch.zeros(*coef.shape[:3], height, width, dtype=torch.float64, device=device)
+    for j in range(4):
+        out += coef[..., index[j]] * weight[j]
+    return out.to(dtype)
+
+
+def interpolated_psf(field: PSFField, x: float, y: float) -> torch.Tensor:
+    """The PSF [C_out, C_in, k, k] at sensor pixel (x, y) (bilinear between nodes)."""
+    h_inv = np.linalg.inv(np.asarray(field.H_img, dtype=np.float64))
+    u, v, s = h_inv @ np.array([x, y, 1.0])
+    gh, gw = field.grid_shape
+    c0, c1, fc = _axis_interp(torch.tensor([u / s], dtype=torch.float64), gw, False)
+    r0, r1, fr = _axis_interp(torch.tensor([v / s], dtype=torch.float64), gh, False)
+    psfs = field.psfs.double()
+    out = 0
+    for r, c, w in ((r0, c0, (1 - fr) * (1 - fc)), (r0, c1, (1 - fr) * fc), (r1, c0, fr * (1 - fc)), (r1, c1, fr * fc)):
+        out = out + w.item() * psfs[:, :, int(r) * gw + int(c)]
+    return out.to(field.psfs.dtype)
+
+
+def _basis(field: PSFField, n_basis: int | None):
+    k = field.n_basis if n_basis is None else n_basis
+    if not 1 <= k <= field.n_basis:
+        raise ValueError(f"n_basis={n_basis} but the field has {field.n_basis} basis PSFs")
+    return field.basis_psfs[:, :, :k], field.basis_coef[:, :, :k]
+
+
+# -- padding -------------------------------------------------------------------------------------
+def _reflect_index(n: int, r: int, device=None) -> torch.Tensor:
+    """Indices of a mirror extension by r on both sides (no edge repeat, any r; numpy 'reflect')."""
+    i = torch.arange(-r, n + r, device=device)
+    if n == 1:
+        return torch.zeros_like(i)
+    period = 2 * (n - 1)
+    i = torch.remainder(i, period)
+    return torch.where(i >= n, period - i, i)
+
+
+def _clamp_index(n: int, r: int, device=None) -> torch.Tensor:
+    return torch.arange(-r, n + r, device=device).clamp(0, n - 1)
+
+
+def _pad_image(x: torch.Tensor, r: int, boundary: str) -> torch.Tensor:
+    if boundary == "zero":
+        return F.pad(x, (r, r, r, r))
+    iy = _reflect_index(x.shape[-2], r, x.device)
+    ix = _reflect_index(x.shape[-1], r, x.device)
+    return x[..., iy, :][..., ix]
+
+
+def _pad_maps(maps: torch.Tensor, r: int) -> torch.Tensor:
+    """Replicate-pad the last two dims (padded source pixels take the nearest pixel's coefficients)."""
+    iy = _clamp_index(maps.shape[-2], r, maps.device)
+    ix = _clamp_index(maps.shape[-1], r, maps.device)
+    return maps[..., iy, :][..., ix]
+
+
+def _fast_len(n: int) -> int:
+    """Smallest 5-smooth integer >= n (a fast FFT length)."""
+    m = n
+    while True:
+        r = m
+        for p in (2, 3, 5):
+            while r % p == 0:
+                r //= p
+        if r == 1:
+            return m
+        m += 1
+
+
+# -- the renderer -------------------------------------------------------------------------------
+@dataclass
+class _NodeGroup:
+    """Nodes whose supports have the same (h, w): convolved together in one batched FFT."""
+
+    boxes: list[tuple[int, int]]  # (y0, x0) of each support in padded coordinates
+    size: tuple[int, int]  # (h, w) of the supports
+    weights: torch.Tensor  # [G, h, w]
+    kernel_ft: torch.Tensor  # [G, C_out, C_in, Lh, Lw//2+1]
+    fft_size: tuple[int, int]
+
+
+class SVRenderer:
+    """A PSF field prepared for one image size: call it on ``x`` [B, C, H, W] to blur.
+
+    Preparing (coefficient maps, kernel spectra) costs about one render; reuse the object
+    for many images of the same size (datasets, benchmarks). Differentiable in ``x``.
+    """
+
+    def __init__(self, psf, image_size: tuple[int, int], boundary: str = "reflect", method: str = "auto",
+                 origin=(0, 0), n_basis: int | None = None, device=None, dtype=torch.float32):
+        field = _as_field(psf)
+        if boundary not in BOUNDARIES:
+            raise ValueError(f"boundary must be one of {BOUNDARIES}, got {boundary!r}")
+        if method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+        if method == "auto":
+            method = "basis" if field.has_basis else "full"
+        if method == "basis" and not field.has_basis:
+            raise ValueError("method='basis' needs a field with basis_psfs/basis_coef (run step 2), or use method='full'")
+        self.field, self.method, self.boundary = field, method, boundary
+        self.height, self.width = (int(s) for s in image_size)
+        self.origin = (int(origin[0]), int(origin[1]))
+        self.n_basis = n_basis
+        self.device, self.dtype = torch.device(device) if device is not None else torch.device("cpu"), dtype
+        self.radius = field.psf_size // 2
+        if method == "basis":
+            self._prepare_basis()
+        elif method in ("full", "tiles"):
+            self._prepare_nodes(nearest=method == "tiles")
+
+    # -- preparation ------------------------------------------------------------------------
+    def _padded_size(self):
+        return self.height + 2 * self.radius, self.width + 2 * self.radius
+
+    def _prepare_basis(self):
+        f, r = self.field, self.radius
+        basis_psfs, _ = _basis(f, self.n_basis)
+        maps = coef_maps(f, self.height, self.width, self.origin, self.n_basis, self.device, torch.float64)
+        self.maps = _pad_maps(maps, r).to(self.dtype)  # [C_out, C_in, K, Hp, Wp]
+        hp, wp = self._padded_size()
+        # Valid outputs need source indices [0, Hp) only, so an FFT length >= Hp never wraps into them.
+        self.fft_size = (_fast_len(hp), _fast_len(wp))
+        self.kernel_ft = torch.fft.rfft2(basis_psfs.to(self.device, torch.float64), s=self.fft_size).to(_complex(self.dtype))
+
+    def _prepare_nodes(self, nearest: bool):
+        f, r = self.field, self.radius
+        k = f.psf_size
+        index, weight = node_weights(f, self.height, self.width, self.origin, self.device, nearest)
+        index, weight = _pad_maps(index, r), _pad_maps(weight, r)
+        hp, wp = index.shape[-2:]
+        maps = torch.zeros(f.n_nodes, hp, wp, dtype=torch.float64, device=self.device)
+        maps.scatter_add_(0, index, weight)
+        support = maps > 0
+        rows, cols = support.any(dim=2), support.any(dim=1)
+        groups: dict[tuple[int, int], list] = defaultdict(list)
+        for n in range(f.n_nodes):
+            ys, xs = torch.nonzero(rows[n]).flatten(), torch.nonzero(cols[n]).flatten()
+            if len(ys) == 0:
+                continue  # this node influences no pixel of this image
+            y0, y1, x0, x1 = int(ys[0]), int(ys[-1]) + 1, int(xs[0]), int(xs[-1]) + 1
+            groups[(y1 - y0, x1 - x0)].append((n, y0, x0))
+        psfs = f.psfs.to(self.device, torch.float64)
+        self.groups = []
+        for (h, w), members in sorted(groups.items()):
+            fft_size = (_fast_len(h + k - 1), _fast_len(w + k - 1))
+            nodes = [n for n, _, _ in members]
+            weights = torch.stack([maps[n, y0:y0 + h, x0:x0 + w] for n, y0, x0 in members])
+            kernel_ft = torch.fft.rfft2(psfs[:, :, nodes].movedim(2, 0), s=fft_size)
+            self.groups.append(_NodeGroup([(y0, x0) for _, y0, x0 in members], (h, w), weights.to(self.dtype),
+                                          kernel_ft.to(_complex(self.dtype)), fft_size))
+
+    # -- application ------------------------------------------------------------------------
+    def _check(self, x: torch.Tensor):
+        f = self.field
+        if x.ndim != 4:
+            raise ValueError(f"expected x of shape [B, C, H, W], got {tuple(x.shape)}")
+        if tuple(x.shape[-2:]) != (self.height, self.width):
+            raise ValueError(f"renderer prepared for {self.height}x{self.width} images, got {tuple(x.shape[-2:])}")
+        want = f.c_in if f.c_in > 1 else f.c_out
+        if x.shape[1] != want and not (f.c_out == 1 and f.c_in == 1):
+            kind = "cross-talk PSFs need" if f.c_in > 1 else "per-channel PSFs need"
+            raise ValueError(f"{kind} {want} image channels ({f.channel_order}), got {x.shape[1]}")
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        self._check(x)
+        x = x.to(self.dtype)
+        if self.method == "brute_force":
+            return render_brute_force(x, self.field, self.boundary, self.origin)
+        xp = _pad_image(x, self.radius, self.boundary)
+        if self.method == "basis":
+            return self._apply_basis(xp)
+        return self._apply_nodes(xp)
+
+    def _apply_basis(self, xp: torch.Tensor) -> torch.Tensor:
+        c, (h, w) = 2 * self.radius, (self.height, self.width)
+        maps, kft = self.maps, self.kernel_ft
+        if self.field.c_in == 1:
+            # Per-channel: m[b, ch, k] = a[ch, k] ⊙ x[b, ch]; a single-channel field serves every channel.
+            m = maps[:, 0].unsqueeze(0) * xp.unsqueeze(2)  # [B, C, K, Hp, Wp]
+            y = (torch.fft.rfft2(m, s=self.fft_size) * kft[:, 0]).sum(2)
+        else:
+            m = maps.unsqueeze(0) * xp[:, None, :, None]  # [B, C_out, C_in, K, Hp, Wp]
+            y = (torch.fft.rfft2(m, s=self.fft_size) * kft).sum((2, 3))
+        return torch.fft.irfft2(y, s=self.fft_size)[..., c:c + h, c:c + w]
+
+    def _apply_nodes(self, xp: torch.Tensor) -> torch.Tensor:
+        f, k = self.field, self.field.psf_size
+        b = xp.shape[0]
+        c_out = xp.shape[1] if f.c_in == 1 else f.c_out
+        hp, wp = xp.shape[-2:]
+        full = xp.new_zeros(b, c_out, hp + k - 1, wp + k - 1)
+        for g in self.groups:
+            h, w = g.size
+            crops = torch.stack([xp[:, :, y0:y0 + h, x0:x0 + w] for y0, x0 in g.boxes], dim=1)  # [B, G, C, h, w]
+            spec = torch.fft.rfft2(crops * g.weights[None, :, None], s=g.fft_size)
+            if f.c_in == 1:
+                spec = spec * g.kernel_ft[:, :, 0]
+            else:
+                spec = (spec.unsqueeze(2) * g.kernel_ft).sum(3)  # out_o = Σ_i psf[o, i] ∗ x_i
+            blurred = torch.fft.irfft2(spec, s=g.fft_size)[..., : h + k - 1, : w + k - 1]  # full linear convolution
+            for i, (y0, x0) in enumerate(g.boxes):
+                full[:, :, y0:y0 + h + k - 1, x0:x0 + w + k - 1] += blurred[:, i]
+        c = 2 * self.radius
+        return full[..., c:c + self.height, c:c + self.width]
+
+
+def _complex(dtype):
+    return torch.complex128 if dtype == torch.float64 else torch.complex64
+
+
+def render(x: torch.Tensor, psf, boundary: str = "reflect", method: str = "auto", origin=(0, 0),
+           n_basis: int | None = None) -> torch.Tensor:
+    """Blur ``x`` [B, C, H, W] with a spatially varying PSF field (a ``PSFField`` or a PSF file path).
+
+    Uses the field's basis when it has one, else the exact full-rank form (see module doc).
+    Output has x's shape, dtype and device. For many images of one size, build an
+    ``SVRenderer`` once instead.
+    """
+    renderer = SVRenderer(psf, x.shape[-2:], boundary, method, origin, n_basis, x.device,
+                          x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32)
+    return renderer(x)
+
+
+def render_brute_force(x: torch.Tensor, psf, boundary: str = "reflect", origin=(0, 0)) -> torch.Tensor:
+    """Reference renderer: every source pixel scatters its own bilinearly interpolated PSF.
+
+    The straightforward per-pixel scatter, vectorised over pixels: for each of the k×k PSF
+    taps, every source pixel's own tap value (interpolated from its four nodes) times the
+    pixel is added at the tap's offset. Shares nothing with the FFT paths except the node
+    weights, which tests check against closed forms. O(H·W·k²); for tests and benchmarks.
+    """
+    field = _as_field(psf)
+    if boundary not in BOUNDARIES:
+        raise ValueError(f"boundary must be one of {BOUNDARIES}, got {boundary!r}")
+    k, r = field.psf_size, field.psf_size // 2
+    b, _, h, w = x.shape
+    xp = _pad_image(x, r, boundary)
+    hp, wp = xp.shape[-2:]
+    index, weight = node_weights(field, h, w, origin, x.device)
+    index, weight = _pad_maps(index, r), _pad_maps(weight, r).to(x.dtype)
+    taps = field.psfs.to(x.device, x.dtype)  # [C_out, C_in, N, k, k]
+    c_out = xp.shape[1] if field.c_in == 1 else field.c_out
+    full = x.new_zeros(b, c_out, hp + k - 1, wp + k - 1)
+    for ty in range(k):
+        for tx in range(k):
+            tap = taps[..., ty, tx]  # [C_out, C_in, N]
+            pixel_tap = sum(tap[..., index[j]] * weight[j] for j in range(4))  # [C_out, C_in, Hp, Wp]
+            if field.c_in == 1:
+                contrib = pixel_tap[:, 0] * xp
+            else:
+                contrib = (pixel_tap.unsqueeze(0) * xp[:, None]).sum(2)  # out_o = Σ_i psf[o, i] x_i
+            # Source q with tap (ty, tx) = offset (ty - r, tx - r) lands at q + offset (+ r in `full`).
+            full[:, :, ty:ty + hp, tx:tx + wp] += contrib
+    c = 2 * r
+    return full[..., c:c + h, c:c + w]
+
+
+# -- analytic fields (tests, benchmarks, examples) ------------------------------------------------
+def elliptical_gaussian_field(grid_shape=(9, 9), psf_size: int = 33, sensor_res=(512, 512),
+                              sigma_center: float = 0.8, sigma_radial: float = 3.5, sigma_tangential: float = 1.6,
+                              coma_shift: float = 2.0, channel_scale=(1.15, 1.0, 0.85), channel_order: str = "RGB",
+                              cross_talk: float = 0.0) -> PSFField:
+    """Field-varying elliptical Gaussian PSFs (a smooth analytic stand-in for a lens).
+
+    At normalised field height h (0 at the centre, 1 at the sensor corner) the PSF is a
+    Gaussian elongated along the radial direction, σ_r = σ_c + (σ_radial−σ_c)·h², σ_t =
+    σ_c + (σ_tangential−σ_c)·h², whose centre is shifted outwards by ``coma_shift·h³`` pixels
+    (coma-like, so off-axis PSFs are not point-symmetric). Channel c scales the widths by
+    ``channel_scale[c]`` (lateral colour). ``cross_talk`` > 0 gives C_in = C_out PSFs where a
+    fraction of each input channel leaks into the others (colour filter cross-talk).
+    """
+    gh, gw = grid_shape
+    hs, ws = sensor_res
+    H = default_H_img(grid_shape, sensor_res)
+    pos = np.stack(np.meshgrid(np.arange(gw), np.arange(gh), indexing="xy"), -1).reshape(-1, 2)  # (col, row)
+    xy = (H[:2, :2] @ pos.T + H[:2, 2:]).T
+    centre = np.array([(ws - 1) / 2, (hs - 1) / 2])
+    rel = (xy - centre) / max(np.hypot(*centre), 1e-12)  # corner at |rel| = 1
+    c = psf_size // 2
+    yy, xx = np.mgrid[-c:c + 1, -c:c + 1].astype(np.float64)
+    psfs = np.zeros((len(channel_scale), len(xy), psf_size, psf_size))
+    for n, (u, v) in enumerate(rel):
+        hgt = min(1.0, float(np.hypot(u, v)))
+        theta = math.atan2(v, u)
+        cos, sin = math.cos(theta), math.sin(theta)
+        shift = coma_shift * hgt ** 3
+        radial = (xx - shift * cos) * cos + (yy - shift * sin) * sin
+        tangential = -(xx - shift * cos) * sin + (yy - shift * sin) * cos
+        for ch, scale in enumerate(channel_scale):
+            sr = scale * (sigma_center + (sigma_radial - sigma_center) * hgt ** 2)
+            st = scale * (sigma_center + (sigma_tangential - sigma_center) * hgt ** 2)
+            g = np.exp(-0.5 * ((radial / sr) ** 2 + (tangential / st) ** 2))
+            psfs[ch, n] = g / g.sum()
+    psfs = torch.from_numpy(psfs).float()
+    n_ch = len(channel_scale)
+    if cross_talk > 0:
+        mix = torch.full((n_ch, n_ch), cross_talk / max(1, n_ch - 1))
+        mix.fill_diagonal_(1 - cross_talk)
+        psfs = mix[:, :, None, None, None] * psfs[:, None]  # out_c = Σ_i mix[c, i] psf_c ∗ x_i
+    else:
+        psfs = psfs[:, None]
+    return PSFField(psfs=psfs.contiguous(), grid_shape=(gh, gw), sensor_res=(hs, ws), H_img=H,
+                    H_obj=np.eye(3), psf_type="elliptical_gaussian", channel_order=channel_order[:n_ch],
+                    normalized=cross_talk == 0,
+                    attrs={"sigma_center": sigma_center, "sigma_radial": sigma_radial,
+                           "sigma_tangential": sigma_tangential, "coma_shift": coma_shift})
+
+
+# -- forward model of a capture -------------------------------------------------------------------
+def simulate_capture(gt: torch.Tensor, renderer: SVRenderer, noise=None, generator: torch.Generator | None = None,
+                     linear_light: bool = True, bits: int | None = 8) -> torch.Tensor:
+    """Degrade sRGB ``gt`` [B, C, H, W] as a camera would: blur (in linear light by default),
+    noise (``utils.noise.NoiseModel``: Poisson-Gaussian in linear light, Gaussian in sRGB),
+    back to sRGB, and quantise to ``bits`` (None: keep floats, unclipped)."""
+    from utils.noise import NoiseModel, linear_to_srgb, quantize, srgb_to_linear
+
+    noise = noise or NoiseModel()
+    if linear_light:
+        y = noise.apply_linear(renderer(srgb_to_linear(gt)), generator)
+    else:
+        y = noise(renderer(gt), generator)
+    return y if bits is None else quantize(y, bits)
