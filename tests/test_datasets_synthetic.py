@@ -138,3 +138,18 @@ def test_image_folder_source(tmp_path, psf_file):
     ds = create_dataset({"type": "SyntheticBlurDataset", "psf_path": str(psf_file[1]), "images": str(tmp_path / "imgs"),
                          "phase": "test"})
     assert [ds[i]["key"] for i in range(2)] == ["two", "x/one"] and ds[0]["gt"].shape == (3, *SIZE)
+
+
+def test_field_simulated_from_psf_options():
+    from psf.svpsf import PSFSimulator
+
+    options = {"psf_type": "gaussian", "grid_shape": [3, 3], "psf_size": 9, "sensor_res": list(SIZE),
+               "sigma_px": 0.7, "sigma_corner_radial_px": 2.0, "sigma_corner_tangential_px": 1.0}
+    ds = create_dataset({"type": "SyntheticBlurDataset", "psf": options, "names": ["camera"], "phase": "val",
+                         "noise": NO_NOISE, "quantize_bits": None, "boundary": "zero", "linear_light": False})
+    field = PSFSimulator(**options).simulate()
+    torch.testing.assert_close(ds.field.psfs, field.psfs)
+    s = ds[0]
+    torch.testing.assert_close(s["lq"], scatter(s["gt"], pixel_psfs(field, *SIZE)).float(), atol=2e-5, rtol=0)
+    with pytest.raises(ConfigError, match=r"unknown option 'sigma' for psf_type 'gaussian'; did you mean 'sigma_px'"):
+        create_dataset({"type": "SyntheticBlurDataset", "psf": {**options, "sigma": 1.0}, "names": ["camera"]})
