@@ -14,7 +14,7 @@ from utils.errors import ConfigError, DataError
 from utils.image_io import quantize
 from utils.registry import check_keywords
 
-FIELD_NAME = "psfs.h5"
+_FIELD_NAME = "psfs.h5"
 
 
 def make_psf_field(psf_path: str | None, psf: Mapping | None):
@@ -37,7 +37,7 @@ def make_psf_field(psf_path: str | None, psf: Mapping | None):
         raise ConfigError(f"psf: {exc}") from None
 
 
-NOISE_OPTIONS = ("kind", "sigma", "photons", "read_noise")
+_NOISE_OPTIONS = ("kind", "sigma", "photons", "read_noise")
 
 
 def check_noise_options(noise) -> dict:
@@ -47,7 +47,7 @@ def check_noise_options(noise) -> dict:
     if not isinstance(noise, Mapping):
         raise ConfigError(f"noise must be a mapping like {{kind: gaussian, sigma: 0.01}}, got {noise!r}")
     noise = {k: (list(v) if isinstance(v, (list, tuple)) else v) for k, v in dict(noise).items()}
-    check_keywords(noise, list(NOISE_OPTIONS), "noise", "the noise model")
+    check_keywords(noise, list(_NOISE_OPTIONS), "noise", "the noise model")
     if noise.get("kind", "none") not in NOISE_KINDS:
         raise ConfigError(f"noise.kind must be one of {', '.join(NOISE_KINDS)}, got {noise.get('kind')!r}")
     for key in ("sigma", "photons", "read_noise"):
@@ -164,7 +164,7 @@ class SyntheticBlurDataset(PairedImageDataset):
         if not self.keys_:
             raise DataError(f"no readable source image ({len(self.skipped)} skipped)")
         if check_psf_keys(psf_keys):
-            self.psf_attacher = PSFAttacher({FIELD_NAME: self.field}, psf_keys)
+            self.psf_attacher = PSFAttacher({_FIELD_NAME: self.field}, psf_keys)
 
     def __len__(self) -> int:
         return len(self.keys_) * self.samples_per_image
@@ -181,7 +181,7 @@ class SyntheticBlurDataset(PairedImageDataset):
         return self.gt_images[i], self.blurred[i], self.sample_key(index)
 
     def psf_field_name(self, index: int) -> str:
-        return FIELD_NAME
+        return _FIELD_NAME
 
     def finish_sample(self, sample: dict, index: int, geometry: Geometry, generator: torch.Generator) -> None:
         """Noise on the (cropped, flipped) noise-free blur, then back to sRGB and quantised."""

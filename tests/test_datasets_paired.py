@@ -205,3 +205,9 @@ def test_unreadable_image_named_and_skipped(tmp_path):
     keys = [ds[i]["key"] for i in range(3)]
     assert keys == ["a", "c", "c"]  # the next good sample stands in
     assert list(ds.skipped) == ["1"] and "gt/b.png" in ds.skipped["1"]
+
+
+def test_registry_lists_exactly_the_dataset_classes():
+    from dataset import dataset_names
+
+    assert dataset_names() == ["HFDataset", "PairedFolderDataset", "SyntheticBlurDataset"]
