@@ -301,3 +301,26 @@ def test_elliptical_field_is_normalised_and_asymmetric_off_axis():
     diag = ((xx + yy) / math.sqrt(2)).square().mul(corner).sum()
     anti = ((xx - yy) / math.sqrt(2)).square().mul(corner).sum()
     assert diag > 2 * anti
+
+
+def test_bench_render_writes_the_documented_json(tmp_path):
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "scripts" / "bench_render.py"
+    spec = importlib.util.spec_from_file_location("bench_render", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "bench.json"
+    assert bench.main(["--size", "40", "--grid", "3", "--psf_size", "7", "--n_basis", "2", "9", "--repeats", "1",
+                       "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["brute_force_s"] > 0
+    by_name = {(m["name"], m["K"]): m for m in result["methods"]}
+    assert set(by_name) == {("basis", 2), ("basis", 9), ("full", 9), ("tiles", 9)}
+    for m in result["methods"]:
+        assert m["seconds"] > 0 and m["speedup"] == pytest.approx(result["brute_force_s"] / m["seconds"])
+    exact = [by_name[("basis", 9)]["psnr_vs_exact"], by_name[("full", 9)]["psnr_vs_exact"]]
+    assert all(p is None or p > 80 for p in exact)  # K = N is exact (None: bit-identical)
+    assert by_name[("basis", 2)]["psnr_vs_exact"] < 80 and by_name[("tiles", 9)]["psnr_vs_exact"] < 80

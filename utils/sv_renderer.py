@@ -178,6 +178,8 @@ def _clamp_index(n: int, r: int, device=None) -> torch.Tensor:
 def _pad_image(x: torch.Tensor, r: int, boundary: str) -> torch.Tensor:
     if boundary == "zero":
         return F.pad(x, (r, r, r, r))
+    if r < min(x.shape[-2:]):
+        return F.pad(x, (r, r, r, r), mode="reflect")
     iy = _reflect_index(x.shape[-2], r, x.device)
     ix = _reflect_index(x.shape[-1], r, x.device)
     return x[..., iy, :][..., ix]

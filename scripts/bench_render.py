@@ -1,0 +1,159 @@
+"""Benchmark the spatially varying renderers against the brute-force per-pixel scatter.
+
+    python scripts/bench_render.py [--json PATH] [--size 512] [--grid 9] [--psf_size 33] [--n_basis 4 8 16]
+
+Scene: a size×size×3 image (scikit-image's astronaut, or ``--image random``) blurred by a
+grid×grid field of psf_size×psf_size elliptical, coma-shifted, chromatic Gaussian PSFs
+(``utils.sv_renderer.elliptical_gaussian_field`` with its default shape parameters).
+
+Methods, all timed in the same run on the same input, float32:
+* ``brute_force``: every pixel scatters its own bilinearly interpolated PSF (the reference);
+* ``basis`` K = ...: a truncated SVD basis per channel (the best rank-K approximation of the
+  node PSFs, Eckart–Young), K dense coefficient maps, one FFT per component and channel;
+* ``full``: the node PSFs themselves (K = N, exact), each convolved on its own support;
+* ``tiles``: piecewise-constant field (nearest node), the classic fixed-tile approximation.
+
+``seconds`` is the median time of one render with a prepared ``SVRenderer`` (coefficient
+maps and kernel spectra built once, as a dataset generator does), ``prepare_s`` the one-off
+preparation, ``psnr_vs_exact`` the PSNR (peak 1) against the brute force. Timings depend on
+the machine and its load: re-run on a quiet machine and report the command.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import torch  # noqa: E402
+
+from psf.field import PSFField  # noqa: E402
+from utils.errors import ConfigError, run_cli  # noqa: E402
+from utils.sv_renderer import SVRenderer, elliptical_gaussian_field, render_brute_force  # noqa: E402
+
+
+def svd_basis(field: PSFField, k: int) -> PSFField:
+    """Best rank-K approximation of the node PSFs per channel pair (truncated SVD)."""
+    m = field.psfs.double().flatten(-2)  # [C_out, C_in, N, k*k]
+    u, s, vh = torch.linalg.svd(m, full_matrices=False)
+    basis = vh[..., :k, :].reshape(*m.shape[:2], k, field.psf_size, field.psf_size)
+    coef = (u[..., :k] * s[..., None, :k]).transpose(-1, -2)
+    energy = (s[..., :k].square().sum(-1) / s.square().sum(-1)).min().item()
+    return field.with_basis(basis.float(), coef.float(), basis_method="svd", explained_energy=energy)
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> float | None:
+    mse = (a.double() - b.double()).square().mean().item()
+    return None if mse == 0 else 10 * math.log10(1.0 / mse)
+
+
+def test_image(kind: str, size: int) -> torch.Tensor:
+    if kind == "random":
+        return torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0))
+    import cv2
+    import skimage.data
+
+    img = skimage.data.astronaut()
+    if img.shape[0] != size:
+        img = cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA)
+    return torch.from_numpy(img).permute(2, 0, 1)[None].float() / 255
+
+
+def time_call(fn, repeats: int) -> tuple[float, torch.Tensor]:
+    out = fn()  # warm-up (allocator, FFT plans)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), out
+
+
+def run(args) -> dict:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    field = elliptical_gaussian_field(grid_shape=(args.grid, args.grid), psf_size=args.psf_size,
+                                      sensor_res=(args.size, args.size))
+    x = test_image(args.image, args.size)
+    with torch.no_grad():
+        start = time.perf_counter()
+        exact = render_brute_force(x, field, args.boundary)
+        brute_s = time.perf_counter() - start
+        print(f"brute force: {brute_s:.2f} s", flush=True)
+        cases = [("basis", k, svd_basis(field, k), "basis") for k in args.n_basis]
+        cases += [("full", field.n_nodes, field, "full"), ("tiles", field.n_nodes, field, "tiles")]
+        methods = []
+        for name, k, f, method in cases:
+            start = time.perf_counter()
+            renderer = SVRenderer(f, (args.size, args.size), args.boundary, method)
+            prepare_s = time.perf_counter() - start
+            seconds, out = time_call(lambda: renderer(x), args.repeats)
+            entry = {"name": name, "K": k, "seconds": seconds, "prepare_s": prepare_s,
+                     "speedup": brute_s / seconds, "psnr_vs_exact": psnr(out, exact)}
+            if name == "basis":
+                entry["explained_energy"] = f.attrs["explained_energy"]
+            methods.append(entry)
+            print(f"{name:>6} K={k:<3d} {seconds * 1000:9.1f} ms  ({brute_s / seconds:7.0f}x)  "
+                  f"{_fmt_psnr(entry['psnr_vs_exact'])}", flush=True)
+    return {
+        "brute_force_s": brute_s,
+        "methods": methods,
+        "config": {"size": args.size, "channels": 3, "grid": [args.grid, args.grid], "psf_size": args.psf_size,
+                   "image": args.image, "boundary": args.boundary, "dtype": "float32", "repeats": args.repeats,
+                   "field": {k: v for k, v in field.attrs.items()}},
+        "machine": {"torch": torch.__version__, "threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine(),
+                    "python": platform.python_version()},
+        "command": "python scripts/bench_render.py " + " ".join(sys.argv[1:]),
+    }
+
+
+def _fmt_psnr(value: float | None) -> str:
+    return "identical" if value is None else f"{value:6.1f} dB"
+
+
+def print_table(result: dict) -> None:
+    brute = result["brute_force_s"]
+    cfg = result["config"]
+    print(f"\n{cfg['size']}x{cfg['size']}x3 image, {cfg['grid'][0]}x{cfg['grid'][1]} grid of {cfg['psf_size']}x{cfg['psf_size']} "
+          f"PSFs, {result['machine']['threads']} threads, torch {result['machine']['torch']}")
+    print(f"| method | K | time / image | speed-up vs brute force | PSNR vs brute force | prepare |")
+    print("|---|---|---|---|---|---|")
+    print(f"| brute force | - | {brute:.2f} s | 1x | reference | - |")
+    for m in result["methods"]:
+        print(f"| {m['name']} | {m['K']} | {m['seconds'] * 1000:.1f} ms | {m['speedup']:.0f}x | "
+              f"{_fmt_psnr(m['psnr_vs_exact']).strip()} | {m['prepare_s']:.2f} s |")
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--json", type=Path, help="also write the results here")
+    p.add_argument("--size", type=int, default=512, help="image side (default 512)")
+    p.add_argument("--grid", type=int, default=9, help="nodes per side (default 9)")
+    p.add_argument("--psf_size", type=int, default=33, help="PSF side, odd (default 33)")
+    p.add_argument("--n_basis", type=int, nargs="+", default=[4, 8, 16], help="basis sizes K (default 4 8 16)")
+    p.add_argument("--image", choices=("astronaut", "random"), default="astronaut")
+    p.add_argument("--boundary", choices=("reflect", "zero"), default="reflect")
+    p.add_argument("--repeats", type=int, default=5, help="timed renders per method (median; default 5)")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
+    args = p.parse_args(argv)
+    if args.psf_size % 2 == 0 or args.grid < 2 or args.size < 2:
+        raise ConfigError("--psf_size must be odd, --grid and --size >= 2")
+    if any(not 1 <= k <= args.grid ** 2 for k in args.n_basis):
+        raise ConfigError(f"--n_basis values must be in [1, {args.grid ** 2}]")
+    result = run(args)
+    print_table(result)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+        print(f"\nwrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)
