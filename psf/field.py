@@ -29,6 +29,9 @@ PSF_FILENAME = "psfs.h5"
 # Attributes every file carries (basis attributes only after step 2).
 REQUIRED_ATTRS = ("psf_type", "grid_shape", "psf_size", "sensor_res", "channel_order", "normalized")
 BASIS_ATTRS = ("basis_method", "n_basis", "explained_energy")
+# Per-node metadata arrays are stored as attributes only up to this many values (HDF5 attributes
+# are limited to 64 KiB); larger ones are reproducible from ``args`` and ``seed``.
+MAX_ATTR_VALUES = 8192
 
 
 def default_H_img(grid_shape: tuple[int, int], sensor_res: tuple[int, int]) -> np.ndarray:
@@ -206,11 +209,19 @@ def save_psf_field(psf_field: PSFField, path: str | os.PathLike) -> Path:
                     f.attrs[key] = _as_attr(value)
             if psf_field.has_basis:
                 f.attrs["n_basis"] = psf_field.n_basis
+        _umask_permissions(tmp)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return path
+
+
+def _umask_permissions(path) -> None:
+    """mkstemp creates 0600 files; give the result the permissions a plain open() would."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
 
 
 def resolve_psf_path(path: str | os.PathLike) -> Path:

@@ -1,0 +1,162 @@
+#!/usr/bin/env python
+"""Step 1: simulate a spatially varying PSF field and write DIR/psfs.h5 (+ DIR/psf_grid.png).
+
+    python data_gen/1.generate_psfs_synthetic.py --psf_type TYPE --save_dir DIR [--grid GH GW] [--psf_size k]
+        [--sensor_res H W] [--seed S] [type options]
+
+Examples:
+    --psf_type gaussian --sigma_px 0.8 --sigma_corner_radial_px 3 --lateral_color_px 0.5 0 -0.5
+    --psf_type seidel --f_number 2.8 --pixel_pitch_um 2 --seidel W040=1 W020=-1 W131=1.5 W222=1 W220=0.5
+    --psf_type zernike --f_number 4 --zernike_rms 0.2      (random, smooth over the field, seeded)
+    --psf_type zernike --zernike 4=0.1 11=0.05             (same Noll coefficients, waves RMS, at every node)
+    --psf_type motion --length_px 15 --roll_deg 1          (one camera-shake trajectory)
+
+Units: wavelengths in nm (one per channel, RGB order: red first), pitch in um, Seidel/Zernike
+coefficients in waves at --reference_wavelength_nm. Conventions and sources: docs/optics.md.
+"""
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import argparse  # noqa: E402
+
+from psf.output import OneLineParser  # noqa: E402
+from utils.errors import ConfigError, run_cli  # noqa: E402
+
+# CLI flag -> (psf types it applies to, option name of the type's dataclass)
+TYPE_FLAGS = {
+    "f_number": (("seidel", "zernike"), "f_number"),
+    "reference_wavelength_nm": (("seidel", "zernike"), "reference_wavelength_nm"),
+    "seidel": (("seidel",), "seidel"),
+    "zernike": (("zernike",), "coefficients"),
+    "zernike_map": (("zernike",), "coefficient_map"),
+    "zernike_rms": (("zernike",), "rms_waves"),
+    "zernike_min_noll": (("zernike",), "min_noll"),
+    "zernike_max_noll": (("zernike",), "max_noll"),
+    "zernike_field_order": (("zernike",), "field_order"),
+    "sigma_px": (("gaussian",), "sigma_px"),
+    "sigma_corner_radial_px": (("gaussian",), "sigma_corner_radial_px"),
+    "sigma_corner_tangential_px": (("gaussian",), "sigma_corner_tangential_px"),
+    "field_exponent": (("gaussian",), "field_exponent"),
+    "channel_scale": (("gaussian",), "channel_scale"),
+    "lateral_color_px": (("gaussian",), "lateral_color_px"),
+    "length_px": (("motion",), "length_px"),
+    "roll_deg": (("motion",), "roll_deg"),
+    "anxiety": (("motion",), "anxiety"),
+    "n_steps": (("motion",), "n_steps"),
+}
+
+
+def key_value(text: str):
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got '{text}'")
+    key, value = text.split("=", 1)
+    try:
+        return key.strip(), float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}': {value!r} is not a number") from None
+
+
+def parse_args(argv=None):
+    from psf.svpsf import DEFAULT_WAVELENGTHS_NM, PSF_TYPE_NAMES
+
+    doc = __doc__.split("\n\n", 1)
+    p = OneLineParser(description=doc[0], epilog=doc[1], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--psf_type", required=True, choices=PSF_TYPE_NAMES)
+    p.add_argument("--save_dir", required=True, help="output folder (psfs.h5, psf_grid.png)")
+    p.add_argument("--grid", nargs=2, type=int, default=[9, 9], metavar=("GH", "GW"), help="grid nodes (default 9 9)")
+    p.add_argument("--psf_size", type=int, default=33, help="odd PSF window k in pixels (default 33)")
+    p.add_argument("--sensor_res", nargs=2, type=int, default=[512, 512], metavar=("H", "W"), help="default 512 512")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random types (zernike random, motion)")
+    p.add_argument("--wavelengths_nm", nargs="+", type=float, default=list(DEFAULT_WAVELENGTHS_NM),
+                   help="one per channel in channel order (default 610 530 470 = R G B)")
+    p.add_argument("--pixel_pitch_um", type=float, default=2.0, help="sensor pixel pitch (default 2.0 um)")
+    p.add_argument("--channel_order", default=None, help="channel names (default RGB for 3 channels, L for 1)")
+    p.add_argument("--magnification", type=float, default=-0.1,
+                   help="lateral magnification, sets H_obj (grid -> object plane mm); default -0.1")
+    p.add_argument("--device", default="cpu", help="torch device for the FFTs (default cpu)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing DIR/psfs.h5")
+    p.add_argument("--no_previews", action="store_true", help="skip psf_grid.png")
+
+    g = p.add_argument_group("seidel / zernike (wave optics)")
+    g.add_argument("--f_number", type=float, help="working f-number N (default 2.8)")
+    g.add_argument("--reference_wavelength_nm", type=float, help="wavelength of the coefficients (default 550)")
+    g.add_argument("--seidel", nargs="+", type=key_value, metavar="Wnnn=WAVES",
+                   help="Seidel coefficients in waves: W020 W040 W131 W222 W220 W311 (missing = 0)")
+    g.add_argument("--zernike", nargs="+", type=key_value, metavar="J=WAVES",
+                   help="Noll-indexed coefficients (waves RMS), the same at every node")
+    g.add_argument("--zernike_map", metavar="NPY", help="per-node Noll coefficients [N, J] or [GH, GW, J] (.npy)")
+    g.add_argument("--zernike_rms", type=float, help="random field: mean total RMS wavefront error (default 0.15)")
+    g.add_argument("--zernike_min_noll", type=int, help="random field: first Noll mode (default 4)")
+    g.add_argument("--zernike_max_noll", type=int, help="random field: last Noll mode (default 15)")
+    g.add_argument("--zernike_field_order", type=int, help="random field: polynomial degree over the field (default 2)")
+
+    g = p.add_argument_group("gaussian (pixels; h = 1 at the sensor corner)")
+    g.add_argument("--sigma_px", type=float, help="on-axis sigma (default 0.8)")
+    g.add_argument("--sigma_corner_radial_px", type=float, help="radial sigma at the corner (default 2.5)")
+    g.add_argument("--sigma_corner_tangential_px", type=float, help="tangential sigma at the corner (default 1.5)")
+    g.add_argument("--field_exponent", type=float, help="sigma grows as h**exponent (default 2)")
+    g.add_argument("--channel_scale", nargs="+", type=float, help="per-channel width factor (default lambda/median)")
+    g.add_argument("--lateral_color_px", nargs="+", type=float, help="per-channel outward shift at h = 1 (default 0)")
+
+    g = p.add_argument_group("motion (camera shake)")
+    g.add_argument("--length_px", type=float, help="path length of the translation (default 15)")
+    g.add_argument("--roll_deg", type=float, help="peak-to-peak roll about the optical axis (default 0.5)")
+    g.add_argument("--anxiety", type=float, help="erraticness of the walk (default 0.005)")
+    g.add_argument("--n_steps", type=int, help="time samples (default 2000)")
+    return p.parse_args(argv)
+
+
+def type_options(args) -> dict:
+    options = {}
+    for flag, (types, name) in TYPE_FLAGS.items():
+        value = getattr(args, flag)
+        if value is None:
+            continue
+        if args.psf_type not in types:
+            raise ConfigError(f"--{flag} applies to --psf_type {' or '.join(types)}, not {args.psf_type}")
+        if flag in ("seidel", "zernike"):
+            value = dict(value)
+            if flag == "zernike":
+                try:
+                    value = {int(j): v for j, v in value.items()}
+                except ValueError:
+                    raise ConfigError(f"--zernike keys are Noll indices (integers), got {list(value)}") from None
+        options[name] = value
+    return options
+
+
+def main() -> int:
+    args = parse_args()
+    from psf.field import save_psf_field
+    from psf.output import staged_output
+    from psf.svpsf import PSFSimulator
+
+    sim = PSFSimulator(psf_type=args.psf_type, grid_shape=args.grid, psf_size=args.psf_size,
+                       sensor_res=args.sensor_res, seed=args.seed, wavelengths_nm=args.wavelengths_nm,
+                       pixel_pitch_um=args.pixel_pitch_um, channel_order=args.channel_order,
+                       magnification=args.magnification, device=args.device, **type_options(args))
+    command = shlex.join(["data_gen/1.generate_psfs_synthetic.py", *sys.argv[1:]])
+    with staged_output(args.save_dir, overwrite=args.overwrite) as stage:
+        field = sim.simulate(progress=True, extra_attrs={"args": json.dumps({"command": command, **sim.config()})})
+        if not args.no_previews:
+            from psf.preview import save_psf_grid
+
+            save_psf_grid(field, stage / "psf_grid.png")
+        path = save_psf_field(field, stage / "psfs.h5")
+    energy = field.attrs["window_energy_min"]
+    print(f"{Path(args.save_dir) / path.name}: {field.psf_type} PSFs {list(field.psfs.shape)} "
+          f"({field.channel_order}), min energy inside the window {energy:.4f}")
+    if energy < 0.95:
+        print(f"warning: a PSF loses {100 * (1 - energy):.1f}% of its energy outside the {field.psf_size} px window "
+              "(stored PSFs are renormalised); consider a larger --psf_size", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,158 @@
+"""``HFDataset``: a Hugging Face dataset (local folder or Hub id) with gt/lq image columns."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from dataset.base import PairedImageDataset
+from utils.errors import DataError
+from utils.image_io import read_image
+from utils.registry import closest
+
+
+def decode_image(data: bytes, name: str) -> np.ndarray:
+    """Encoded image bytes -> float32 H×W×3 RGB in [0, 1] (same conventions as ``read_image``).
+
+    Decoded with OpenCV rather than the column's PIL decoder so 16-bit RGB PNGs keep their
+    16 bits (PIL reduces them to 8).
+    """
+    raw = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+    if raw is None:
+        raise DataError(f"cannot decode image {name} (corrupt or unsupported format)")
+    if raw.dtype == np.uint8:
+        img = raw.astype(np.float32) / 255.0
+    elif raw.dtype == np.uint16:
+        img = raw.astype(np.float32) / 65535.0
+    elif raw.dtype in (np.float32, np.float64):
+        img = raw.astype(np.float32)
+    else:
+        raise DataError(f"unsupported pixel type {raw.dtype} in image {name}")
+    if img.ndim == 2:
+        img = img[:, :, None]
+    if img.shape[2] == 4:
+        img = img[:, :, :3]
+    if img.shape[2] == 3:
+        img = img[:, :, ::-1]  # OpenCV BGR -> RGB
+    else:
+        img = np.repeat(img, 3, axis=2)
+    return np.ascontiguousarray(img)
+
+
+def looks_like_hub_id(path: str) -> bool:
+    """``user/name``: one slash, no leading ``.``/``/``/``~``, no ``..``."""
+    return path.count("/") == 1 and not path.startswith((".", "/", "~")) and ".." not in path
+
+
+def load_split(path: str, split: str, revision: str | None = None, cache_dir: str | None = None):
+    """``datasets.load_dataset(path, split=split)`` for a local folder or a Hub id, one-line errors."""
+    import datasets
+
+    local = Path(path).expanduser()
+    if local.exists():
+        source, where = str(local), f"dataset folder {path}"
+    elif looks_like_hub_id(path):
+        source, where = path, f"{path} (no such local folder, so read as a Hub dataset id)"
+    else:
+        raise DataError(f"dataset folder not found: {path} (or give a Hub id like 'user/name')")
+    try:
+        return datasets.load_dataset(source, split=split, revision=revision, cache_dir=cache_dir)
+    except ValueError as exc:
+        if "Unknown split" in str(exc):
+            raise DataError(f"{where}: {exc}") from None
+        raise DataError(f"cannot load {where}: {exc}") from None
+    except OSError as exc:  # offline, missing repo, no data files (ConnectionError, FileNotFoundError...)
+        raise DataError(f"cannot load {where}: {exc}") from None
+
+
+class HFDataset(PairedImageDataset):
+    """Paired images from a Hugging Face dataset: a local folder (as written by
+    ``data_gen/3.generate_dataset_synthetic.py``) or a Hub id, read with ``datasets.load_dataset``.
+
+    YAML keys (constructor keywords)::
+
+        type: HFDataset
+        path: datasets_out/seidel  # local dataset folder, or a Hub id "user/name"
+        split: train               # train | validation | test (the dataset's split names)
+        gt_key: gt                 # column holding the sharp image (Image feature)
+        lq_key: lq                 # column holding the degraded input
+        id_key: key                # column holding the sample id (absent -> "<split>/<index>")
+        phase: train               # train (random crop/flips) | val | test (fixed)
+        crop_size: 96              # train: random crop; val/test: centre crop; null: full image
+        use_flip: true
+        use_rot: true
+        seed: 0
+        skip_bad_samples: false
+        revision: null             # Hub branch/tag/commit
+        cache_dir: null            # datasets cache (default: HF_DATASETS_CACHE)
+
+    Image columns are decoded with OpenCV (8- or 16-bit PNG, JPEG...) to float32 RGB [0, 1].
+    """
+
+    def __init__(
+        self,
+        path: str,
+        split: str = "train",
+        gt_key: str = "gt",
+        lq_key: str = "lq",
+        id_key: str = "key",
+        phase: str = "train",
+        crop_size: int | list[int] | None = None,
+        use_flip: bool = True,
+        use_rot: bool = True,
+        seed: int = 0,
+        skip_bad_samples: bool = False,
+        revision: str | None = None,
+        cache_dir: str | None = None,
+    ):
+        import datasets
+
+        super().__init__(phase=phase, crop_size=crop_size, use_flip=use_flip, use_rot=use_rot,
+                         seed=seed, skip_bad_samples=skip_bad_samples)
+        self.path, self.split = str(path), split
+        table = load_split(self.path, split, revision=revision, cache_dir=cache_dir)
+        columns = list(table.column_names)
+        for option, column in (("gt_key", gt_key), ("lq_key", lq_key)):
+            if column not in columns:
+                guess = closest(column, columns)
+                hint = f"; did you mean {option}: {guess}?" if guess else ""
+                raise DataError(f"{self.path} ({split}): no column '{column}' for {option}{hint} "
+                                f"(columns: {', '.join(columns)})")
+        if len(table) == 0:
+            raise DataError(f"{self.path}: split '{split}' has no samples")
+        self.gt_key, self.lq_key = gt_key, lq_key
+        self.id_key = id_key if id_key in columns else None
+        # Raw bytes: we decode ourselves (see decode_image); non-image columns stay as they are.
+        for column in (gt_key, lq_key):
+            feature = table.features[column]
+            if isinstance(feature, datasets.Image):
+                table = table.cast_column(column, datasets.Image(decode=False))
+        self.table = table
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    def row(self, index: int) -> dict:
+        return self.table[int(index)]
+
+    def sample_key(self, index: int, row: dict | None = None) -> str:
+        if self.id_key is None:
+            return f"{self.split}/{index:06d}"
+        return str((row or self.row(index))[self.id_key])
+
+    def _image(self, value, column: str, key: str) -> np.ndarray:
+        name = f"'{column}' of sample '{key}' in {self.path}"
+        if isinstance(value, dict):
+            if value.get("bytes"):
+                return decode_image(value["bytes"], name)
+            if value.get("path"):
+                return read_image(value["path"])
+        if isinstance(value, (bytes, bytearray)):
+            return decode_image(bytes(value), name)
+        raise DataError(f"{name} is not an image (got {type(value).__name__})")
+
+    def load_pair(self, index: int) -> tuple[np.ndarray, np.ndarray, str]:
+        row = self.row(index)
+        key = self.sample_key(index, row)
+        return self._image(row[self.gt_key], self.gt_key, key), self._image(row[self.lq_key], self.lq_key, key), key
