@@ -3,13 +3,17 @@
     python scripts/bench_render.py [--json PATH] [--size 512] [--grid 9] [--psf_size 33] [--n_basis 4 8 16]
 
 Scene: a size×size×3 image (scikit-image's astronaut, or ``--image random``) blurred by a
-grid×grid field of psf_size×psf_size elliptical, coma-shifted, chromatic Gaussian PSFs
-(``utils.sv_renderer.elliptical_gaussian_field`` with its default shape parameters).
+grid×grid field of psf_size×psf_size elliptical, field-varying PSFs: ``--field gaussian``
+(default) is step 1's ``gaussian`` type with its default parameters (radially oriented
+ellipses, 0.8 px on axis to 2.5 × 1.5 px at the corner, width ∝ wavelength);
+``--field coma`` is ``utils.sv_renderer.elliptical_gaussian_field`` (wider, 3.5 × 1.6 px at
+the corner, coma-shifted: a harder field for a low-rank basis).
 
 Methods, all timed in the same run on the same input, float32:
 * ``brute_force``: every pixel scatters its own bilinearly interpolated PSF (the reference);
-* ``basis`` K = ...: a truncated SVD basis per channel (the best rank-K approximation of the
-  node PSFs, Eckart–Young), K dense coefficient maps, one FFT per component and channel;
+* ``basis`` K = ...: step 2's basis (``utils.pca.psf_basis``, ``--basis_method pca`` = mean +
+  principal components, default, or ``svd``), K dense coefficient maps, one FFT per
+  component and channel;
 * ``full``: the node PSFs themselves (K = N, exact), each convolved on its own support;
 * ``tiles``: piecewise-constant field (nearest node), the classic fixed-tile approximation.
 
@@ -38,14 +42,21 @@ from utils.errors import ConfigError, run_cli  # noqa: E402
 from utils.sv_renderer import SVRenderer, elliptical_gaussian_field, render_brute_force  # noqa: E402
 
 
-def svd_basis(field: PSFField, k: int) -> PSFField:
-    """Best rank-K approximation of the node PSFs per channel pair (truncated SVD)."""
-    m = field.psfs.double().flatten(-2)  # [C_out, C_in, N, k*k]
-    u, s, vh = torch.linalg.svd(m, full_matrices=False)
-    basis = vh[..., :k, :].reshape(*m.shape[:2], k, field.psf_size, field.psf_size)
-    coef = (u[..., :k] * s[..., None, :k]).transpose(-1, -2)
-    energy = (s[..., :k].square().sum(-1) / s.square().sum(-1)).min().item()
-    return field.with_basis(basis.float(), coef.float(), basis_method="svd", explained_energy=energy)
+def make_field(kind: str, grid: int, psf_size: int, size: int) -> PSFField:
+    if kind == "coma":
+        return elliptical_gaussian_field(grid_shape=(grid, grid), psf_size=psf_size, sensor_res=(size, size))
+    from psf.svpsf import PSFSimulator
+
+    return PSFSimulator(psf_type="gaussian", grid_shape=(grid, grid), psf_size=psf_size, sensor_res=(size, size)).simulate()
+
+
+def with_basis(field: PSFField, k: int, method: str) -> PSFField:
+    """The field with step 2's K-element basis."""
+    from utils.pca import psf_basis
+
+    basis = psf_basis(field.psfs, n_basis=k, method=method)
+    energy = basis.explained_energy.min().item()
+    return field.with_basis(basis.basis_psfs.float(), basis.basis_coef.float(), basis_method=method, explained_energy=energy)
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float | None:
@@ -78,15 +89,14 @@ def time_call(fn, repeats: int) -> tuple[float, torch.Tensor]:
 def run(args) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
-    field = elliptical_gaussian_field(grid_shape=(args.grid, args.grid), psf_size=args.psf_size,
-                                      sensor_res=(args.size, args.size))
+    field = make_field(args.field, args.grid, args.psf_size, args.size)
     x = test_image(args.image, args.size)
     with torch.no_grad():
         start = time.perf_counter()
         exact = render_brute_force(x, field, args.boundary)
         brute_s = time.perf_counter() - start
         print(f"brute force: {brute_s:.2f} s", flush=True)
-        cases = [("basis", k, svd_basis(field, k), "basis") for k in args.n_basis]
+        cases = [("basis", k, with_basis(field, k, args.basis_method), "basis") for k in args.n_basis]
         cases += [("full", field.n_nodes, field, "full"), ("tiles", field.n_nodes, field, "tiles")]
         methods = []
         for name, k, f, method in cases:
@@ -106,7 +116,7 @@ def run(args) -> dict:
         "methods": methods,
         "config": {"size": args.size, "channels": 3, "grid": [args.grid, args.grid], "psf_size": args.psf_size,
                    "image": args.image, "boundary": args.boundary, "dtype": "float32", "repeats": args.repeats,
-                   "field": {k: v for k, v in field.attrs.items()}},
+                   "field": args.field, "basis_method": args.basis_method},
         "machine": {"torch": torch.__version__, "threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine(),
                     "python": platform.python_version()},
         "command": "python scripts/bench_render.py " + " ".join(sys.argv[1:]),
@@ -120,8 +130,9 @@ def _fmt_psnr(value: float | None) -> str:
 def print_table(result: dict) -> None:
     brute = result["brute_force_s"]
     cfg = result["config"]
-    print(f"\n{cfg['size']}x{cfg['size']}x3 image, {cfg['grid'][0]}x{cfg['grid'][1]} grid of {cfg['psf_size']}x{cfg['psf_size']} "
-          f"PSFs, {result['machine']['threads']} threads, torch {result['machine']['torch']}")
+    print(f"\n{cfg['size']}x{cfg['size']}x3 {cfg['image']} image, {cfg['field']} field, {cfg['grid'][0]}x{cfg['grid'][1]} grid "
+          f"of {cfg['psf_size']}x{cfg['psf_size']} PSFs, {cfg['basis_method']} basis, {result['machine']['threads']} threads, "
+          f"torch {result['machine']['torch']}")
     print(f"| method | K | time / image | speed-up vs brute force | PSNR vs brute force | prepare |")
     print("|---|---|---|---|---|---|")
     print(f"| brute force | - | {brute:.2f} s | 1x | reference | - |")
@@ -137,6 +148,9 @@ def main(argv=None) -> int:
     p.add_argument("--grid", type=int, default=9, help="nodes per side (default 9)")
     p.add_argument("--psf_size", type=int, default=33, help="PSF side, odd (default 33)")
     p.add_argument("--n_basis", type=int, nargs="+", default=[4, 8, 16], help="basis sizes K (default 4 8 16)")
+    p.add_argument("--field", choices=("gaussian", "coma"), default="gaussian",
+                   help="gaussian: step 1's default gaussian field; coma: a wider, coma-shifted field (default gaussian)")
+    p.add_argument("--basis_method", choices=("pca", "svd"), default="pca", help="step 2's basis method (default pca)")
     p.add_argument("--image", choices=("astronaut", "random"), default="astronaut")
     p.add_argument("--boundary", choices=("reflect", "zero"), default="reflect")
     p.add_argument("--repeats", type=int, default=5, help="timed renders per method (median; default 5)")

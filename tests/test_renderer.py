@@ -9,6 +9,7 @@ import torch
 from scipy import ndimage
 
 from psf.field import PSFField, default_H_img, save_psf_field
+from utils.pca import psf_basis
 from utils.sv_renderer import (
     SVRenderer,
     coef_maps,
@@ -31,13 +32,9 @@ def random_field(c_out=3, c_in=1, grid=(3, 4), k=7, sensor=(40, 50), seed=0) -> 
 
 
 def svd_basis(field: PSFField, k: int | None = None) -> PSFField:
-    """Truncated SVD basis per channel pair: psfs ≈ Σ_K coef · basis."""
-    m = field.psfs.double().flatten(-2)  # [C_out, C_in, N, k*k]
-    u, s, vh = torch.linalg.svd(m, full_matrices=False)
-    k = k or field.n_nodes
-    basis = vh[..., :k, :].reshape(*m.shape[:2], k, field.psf_size, field.psf_size)
-    coef = (u[..., :k] * s[..., None, :k]).transpose(-1, -2)
-    return field.with_basis(basis.float(), coef.float())
+    """Step 2's truncated-SVD basis (utils.pca): psfs ≈ Σ_K coef · basis."""
+    basis = psf_basis(field.psfs, n_basis=k or field.n_nodes, method="svd")
+    return field.with_basis(basis.basis_psfs.float(), basis.basis_coef.float())
 
 
 def psnr(a, b, peak=1.0):
