@@ -299,8 +299,21 @@ class SVRenderer:
             kind = "cross-talk PSFs need" if f.c_in > 1 else "per-channel PSFs need"
             raise ValueError(f"{kind} {want} image channels ({f.channel_order}), got {x.shape[1]}")
 
+    def to(self, device) -> "SVRenderer":
+        """Move the prepared maps and spectra (done automatically on the first call with x elsewhere)."""
+        device = torch.device(device)
+        if device != self.device:
+            if self.method == "basis":
+                self.maps, self.kernel_ft = self.maps.to(device), self.kernel_ft.to(device)
+            elif self.method in ("full", "tiles"):
+                for g in self.groups:
+                    g.weights, g.kernel_ft = g.weights.to(device), g.kernel_ft.to(device)
+            self.device = device
+        return self
+
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         self._check(x)
+        self.to(x.device)
         x = x.to(self.dtype)
         if self.method == "brute_force":
             return render_brute_force(x, self.field, self.boundary, self.origin)
