@@ -265,26 +265,24 @@ class SVRenderer:
         k = f.psf_size
         index, weight = node_weights(f, self.height, self.width, self.origin, self.device, nearest)
         index, weight = _pad_maps(index, r), _pad_maps(weight, r)
-        hp, wp = index.shape[-2:]
-        maps = torch.zeros(f.n_nodes, hp, wp, dtype=torch.float64, device=self.device)
-        maps.scatter_add_(0, index, weight)
-        support = maps > 0
-        rows, cols = support.any(dim=2), support.any(dim=1)
         groups: dict[tuple[int, int], list] = defaultdict(list)
         for n in range(f.n_nodes):
-            ys, xs = torch.nonzero(rows[n]).flatten(), torch.nonzero(cols[n]).flatten()
+            mine = (index == n) & (weight > 0)  # [4, Hp, Wp]: where node n has weight
+            support = mine.any(dim=0)
+            ys, xs = torch.nonzero(support.any(dim=1)).flatten(), torch.nonzero(support.any(dim=0)).flatten()
             if len(ys) == 0:
                 continue  # this node influences no pixel of this image
             y0, y1, x0, x1 = int(ys[0]), int(ys[-1]) + 1, int(xs[0]), int(xs[-1]) + 1
-            groups[(y1 - y0, x1 - x0)].append((n, y0, x0))
+            w_n = (weight[:, y0:y1, x0:x1] * mine[:, y0:y1, x0:x1]).sum(0)
+            groups[(y1 - y0, x1 - x0)].append((n, y0, x0, w_n))
         psfs = f.psfs.to(self.device, torch.float64)
         self.groups = []
         for (h, w), members in sorted(groups.items()):
             fft_size = (_fast_len(h + k - 1), _fast_len(w + k - 1))
-            nodes = [n for n, _, _ in members]
-            weights = torch.stack([maps[n, y0:y0 + h, x0:x0 + w] for n, y0, x0 in members])
+            nodes = [m[0] for m in members]
+            weights = torch.stack([m[3] for m in members])
             kernel_ft = torch.fft.rfft2(psfs[:, :, nodes].movedim(2, 0), s=fft_size)
-            self.groups.append(_NodeGroup([(y0, x0) for _, y0, x0 in members], (h, w), weights.to(self.dtype),
+            self.groups.append(_NodeGroup([(m[1], m[2]) for m in members], (h, w), weights.to(self.dtype),
                                           kernel_ft.to(_complex(self.dtype)), fft_size))
 
     # -- application ------------------------------------------------------------------------
@@ -322,16 +320,22 @@ class SVRenderer:
             return self._apply_basis(xp)
         return self._apply_nodes(xp)
 
-    def _apply_basis(self, xp: torch.Tensor) -> torch.Tensor:
+    def _apply_basis(self, xp: torch.Tensor, max_chunk_elements: int = 1 << 25) -> torch.Tensor:
         c, (h, w) = 2 * self.radius, (self.height, self.width)
         maps, kft = self.maps, self.kernel_ft
-        if self.field.c_in == 1:
-            # Per-channel: m[b, ch, k] = a[ch, k] ⊙ x[b, ch]; a single-channel field serves every channel.
-            m = maps[:, 0].unsqueeze(0) * xp.unsqueeze(2)  # [B, C, K, Hp, Wp]
-            y = (torch.fft.rfft2(m, s=self.fft_size) * kft[:, 0]).sum(2)
-        else:
-            m = maps.unsqueeze(0) * xp[:, None, :, None]  # [B, C_out, C_in, K, Hp, Wp]
-            y = (torch.fft.rfft2(m, s=self.fft_size) * kft).sum((2, 3))
+        k_total = maps.shape[2]
+        per_k = xp.numel() * (maps.shape[0] if self.field.c_in > 1 else 1)
+        chunk = max(1, min(k_total, max_chunk_elements // max(per_k, 1)))  # bounds memory on large images
+        y = 0
+        for k0 in range(0, k_total, chunk):
+            a, b = maps[:, :, k0:k0 + chunk], kft[:, :, k0:k0 + chunk]
+            if self.field.c_in == 1:
+                # Per-channel: m[b, ch, k] = a[ch, k] ⊙ x[b, ch]; a single-channel field serves every channel.
+                m = a[:, 0].unsqueeze(0) * xp.unsqueeze(2)  # [B, C, K, Hp, Wp]
+                y = y + (torch.fft.rfft2(m, s=self.fft_size) * b[:, 0]).sum(2)
+            else:
+                m = a.unsqueeze(0) * xp[:, None, :, None]  # [B, C_out, C_in, K, Hp, Wp]
+                y = y + (torch.fft.rfft2(m, s=self.fft_size) * b).sum((2, 3))
         return torch.fft.irfft2(y, s=self.fft_size)[..., c:c + h, c:c + w]
 
     def _apply_nodes(self, xp: torch.Tensor) -> torch.Tensor:
