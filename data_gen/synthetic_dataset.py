@@ -248,15 +248,16 @@ def _match_source(name: str, names: list[str]) -> str | None:
 
 def make_plan(cfg: GenerationConfig, sources: list[dict]) -> dict[str, list[Sample]]:
     index = {s["name"]: i for i, s in enumerate(sources)}
+    stems = [s["name"].rsplit(".", 1)[0] if cfg.images != "builtin" else s["name"] for s in sources]
+    clash = {st for st in stems if stems.count(st) > 1}  # a.png and a.jpg: keep the extension in the key
     plan = {}
     for split, names in assign_splits(cfg, [s["name"] for s in sources]).items():
         samples = []
         for name in names:
-            src = sources[index[name]]
-            stem = name.rsplit(".", 1)[0] if cfg.images != "builtin" else name
+            src, stem = sources[index[name]], stems[index[name]]
+            base = (name.replace(".", "_") if stem in clash else stem).replace("/", "__")
             for j in range(cfg.samples_per_image):
-                samples.append(Sample(split, f"{stem.replace('/', '__')}_{j:03d}", name, index[name], j,
-                                      src["height"], src["width"]))
+                samples.append(Sample(split, f"{base}_{j:03d}", name, index[name], j, src["height"], src["width"]))
         plan[split] = samples
     return plan
 

@@ -270,3 +270,12 @@ def test_cli_error_is_one_line(tmp_path):
     assert not (tmp_path / "o").exists()
     help_text = subprocess.run([sys.executable, str(SCRIPT), "--help"], capture_output=True, text=True).stdout
     assert "--task_index" in help_text and "--psf_data_path" in help_text
+
+
+def test_keys_are_unique_when_stems_clash():
+    from data_gen.synthetic_dataset import GenerationConfig, make_plan
+
+    cfg = GenerationConfig(psf_data_path="p", images="imgs", splits={"train": 1.0}, samples_per_image=2)
+    sources = [{"name": n, "bytes": 1, "height": 10, "width": 10} for n in ("a.jpg", "a.png", "b.png", "sub/a.png")]
+    keys = [s.key for s in make_plan(cfg, sources)["train"]]
+    assert keys == ["a_jpg_000", "a_jpg_001", "a_png_000", "a_png_001", "b_000", "b_001", "sub__a_000", "sub__a_001"]
