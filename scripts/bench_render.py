@@ -17,10 +17,12 @@ Methods, all timed in the same run on the same input, float32:
 * ``full``: the node PSFs themselves (K = N, exact), each convolved on its own support;
 * ``tiles``: piecewise-constant field (nearest node), the classic fixed-tile approximation.
 
-``seconds`` is the median time of one render with a prepared ``SVRenderer`` (coefficient
-maps and kernel spectra built once, as a dataset generator does), ``prepare_s`` the one-off
-preparation, ``psnr_vs_exact`` the PSNR (peak 1) against the brute force. Timings depend on
-the machine and its load: re-run on a quiet machine and report the command.
+``seconds`` is the median wall-clock time of one render with a prepared ``SVRenderer``
+(coefficient maps and kernel spectra built once, as a dataset generator does), ``cpu_s`` the
+process CPU time of the same (all threads; steadier on a busy machine), ``prepare_s`` the
+one-off preparation, ``psnr_vs_exact`` the PSNR (peak 1) against the brute force (null when
+bit-identical). Timings depend on the machine and its load: re-run on a quiet machine and
+report the command.
 """
 from __future__ import annotations
 
@@ -76,14 +78,16 @@ def test_image(kind: str, size: int) -> torch.Tensor:
     return torch.from_numpy(img).permute(2, 0, 1)[None].float() / 255
 
 
-def time_call(fn, repeats: int) -> tuple[float, torch.Tensor]:
+def time_call(fn, repeats: int) -> tuple[float, float, torch.Tensor]:
+    """Median wall-clock and process CPU seconds of ``repeats`` calls after a warm-up call."""
     out = fn()  # warm-up (allocator, FFT plans)
-    times = []
+    wall, cpu = [], []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         out = fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), out
+        wall.append(time.perf_counter() - start)
+        cpu.append(time.process_time() - start_cpu)
+    return statistics.median(wall), statistics.median(cpu), out
 
 
 def run(args) -> dict:
@@ -92,9 +96,9 @@ def run(args) -> dict:
     field = make_field(args.field, args.grid, args.psf_size, args.size)
     x = test_image(args.image, args.size)
     with torch.no_grad():
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         exact = render_brute_force(x, field, args.boundary)
-        brute_s = time.perf_counter() - start
+        brute_s, brute_cpu = time.perf_counter() - start, time.process_time() - start_cpu
         print(f"brute force: {brute_s:.2f} s", flush=True)
         cases = [("basis", k, with_basis(field, k, args.basis_method), "basis") for k in args.n_basis]
         cases += [("full", field.n_nodes, field, "full"), ("tiles", field.n_nodes, field, "tiles")]
@@ -103,9 +107,9 @@ def run(args) -> dict:
             start = time.perf_counter()
             renderer = SVRenderer(f, (args.size, args.size), args.boundary, method)
             prepare_s = time.perf_counter() - start
-            seconds, out = time_call(lambda: renderer(x), args.repeats)
-            entry = {"name": name, "K": k, "seconds": seconds, "prepare_s": prepare_s,
-                     "speedup": brute_s / seconds, "psnr_vs_exact": psnr(out, exact)}
+            seconds, cpu_s, out = time_call(lambda: renderer(x), args.repeats)
+            entry = {"name": name, "K": k, "seconds": seconds, "cpu_s": cpu_s, "prepare_s": prepare_s,
+                     "speedup": brute_s / seconds, "cpu_speedup": brute_cpu / cpu_s, "psnr_vs_exact": psnr(out, exact)}
             if name == "basis":
                 entry["explained_energy"] = f.attrs["explained_energy"]
             methods.append(entry)
@@ -113,6 +117,7 @@ def run(args) -> dict:
                   f"{_fmt_psnr(entry['psnr_vs_exact'])}", flush=True)
     return {
         "brute_force_s": brute_s,
+        "brute_force_cpu_s": brute_cpu,
         "methods": methods,
         "config": {"size": args.size, "channels": 3, "grid": [args.grid, args.grid], "psf_size": args.psf_size,
                    "image": args.image, "boundary": args.boundary, "dtype": "float32", "repeats": args.repeats,
@@ -133,11 +138,11 @@ def print_table(result: dict) -> None:
     print(f"\n{cfg['size']}x{cfg['size']}x3 {cfg['image']} image, {cfg['field']} field, {cfg['grid'][0]}x{cfg['grid'][1]} grid "
           f"of {cfg['psf_size']}x{cfg['psf_size']} PSFs, {cfg['basis_method']} basis, {result['machine']['threads']} threads, "
           f"torch {result['machine']['torch']}")
-    print(f"| method | K | time / image | speed-up vs brute force | PSNR vs brute force | prepare |")
+    print("| method | K | time / image | speed-up vs brute force (wall / CPU) | PSNR vs brute force | prepare |")
     print("|---|---|---|---|---|---|")
     print(f"| brute force | - | {brute:.2f} s | 1x | reference | - |")
     for m in result["methods"]:
-        print(f"| {m['name']} | {m['K']} | {m['seconds'] * 1000:.1f} ms | {m['speedup']:.0f}x | "
+        print(f"| {m['name']} | {m['K']} | {m['seconds'] * 1000:.1f} ms | {m['speedup']:.0f}x / {m['cpu_speedup']:.0f}x | "
               f"{_fmt_psnr(m['psnr_vs_exact']).strip()} | {m['prepare_s']:.2f} s |")
 
 
