@@ -321,16 +321,3 @@ def test_bench_render_writes_the_documented_json(tmp_path):
     exact = [by_name[("basis", 9)]["psnr_vs_exact"], by_name[("full", 9)]["psnr_vs_exact"]]
     assert all(p is None or p > 80 for p in exact)  # K = N is exact (None: bit-identical)
     assert by_name[("basis", 2)]["psnr_vs_exact"] < 80 and by_name[("tiles", 9)]["psnr_vs_exact"] < 80
-
-
-@pytest.mark.parametrize("c_in", [1, 3])
-def test_basis_chunking_over_components_changes_nothing(c_in):
-    from utils.sv_renderer import _pad_image
-
-    f = svd_basis(random_field(c_in=c_in, grid=(3, 3), sensor=(20, 24)))
-    r = SVRenderer(f, (20, 24), dtype=torch.float64)
-    xp = _pad_image(torch.rand(2, 3, 20, 24, dtype=torch.float64), r.radius, "reflect")
-    whole = r._apply_basis(xp)
-    chunked = r._apply_basis(xp, max_chunk_elements=xp.numel() * 3 * 2)  # two components per chunk
-    assert torch.allclose(whole, chunked, atol=1e-13)
-    assert torch.allclose(whole, render_brute_force(xp[..., 3:-3, 3:-3], f), atol=1e-6)
