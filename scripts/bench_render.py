@@ -22,7 +22,8 @@ Methods, all timed in the same run on the same input, float32:
 process CPU time of the same (all threads; steadier on a busy machine), ``prepare_s`` the
 one-off preparation, ``psnr_vs_exact`` the PSNR (peak 1) against the brute force (null when
 bit-identical). Timings depend on the machine and its load: re-run on a quiet machine and
-report the command.
+report the command. On a busy machine use ``--threads 1``: with two threads every small
+torch operation waits for the second, busy core and times grow by 10x or more.
 """
 from __future__ import annotations
 
