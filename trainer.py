@@ -17,15 +17,12 @@ by SIGTERM/SIGUSR1 after writing a checkpoint (requeue, then --resume auto).
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import json
 import math
 import os
 import re
 import shutil
 import signal
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -152,19 +149,6 @@ def higher_is_better(name: str) -> bool:
     return direction(name)
 
 
-def metric_convention(names, crop_border: int, test_y_channel: bool) -> dict:
-    """How the numbers were computed (stored in metrics.json next to them)."""
-    from utils.metrics import get_metric
-
-    return {
-        "input": "float RGB in [0, 1], clamped and rounded to 8-bit levels (as the saved PNG)",
-        "round_to_uint8": True,
-        "crop_border": crop_border,
-        "test_y_channel": test_y_channel,
-        "metrics": {n: get_metric(n).convention for n in names},
-    }
-
-
 def output_name(key: str) -> str:
     """Relative PNG path of a sample's output: ``"sub/img_01.jpg"`` -> ``"sub/img_01.png"``."""
     from utils.image_io import IMAGE_EXTENSIONS
@@ -177,26 +161,39 @@ def output_name(key: str) -> str:
     return path.as_posix() + ".png"
 
 
-def write_metrics_files(folder: Path, per_image: dict[str, dict[str, float]], mean: dict[str, float],
-                        convention: dict) -> None:
-    """``metrics.json`` ({"convention", "mean", "per_image"}) and ``metrics.csv`` (one row per
-    image), the shapes calculate_metrics.py writes. Atomic (temp file + rename)."""
-    names = list(mean)
-    text = io.StringIO()
-    writer = csv.writer(text, lineterminator="\n")
-    writer.writerow(["image", *names])
-    for image, values in per_image.items():
-        writer.writerow([image, *(repr(float(values[n])) for n in names)])
-    _atomic_write(folder / "metrics.csv", text.getvalue())
-    payload = {"convention": convention, "mean": mean, "per_image": per_image}
-    _atomic_write(folder / "metrics.json", json.dumps(payload, indent=2, allow_nan=True) + "\n")
+def write_metrics_files(folder: Path, per_image: dict[str, dict[str, float]], names: tuple[str, ...],
+                        crop_border: int, test_y_channel: bool, source: dict) -> dict[str, float]:
+    """``metrics.json`` ({"convention", "mean", "per_image", ...}) and ``metrics.csv`` through the
+    writer calculate_metrics.py uses (same shapes, same inf handling); returns the means."""
+    from utils.metrics.folders import EvaluationResult, convention_record, write_reports
+
+    mean = mean_over_images(per_image, names)
+    inf_counts = {n: c for n in names if (c := sum(math.isinf(v[n]) for v in per_image.values()))}
+    convention = convention_record(list(names), crop_border, test_y_channel, True, None)
+    convention.update({"toolbox": "restorelab trainer.py (BasicSR convention, the code calculate_metrics.py runs)",
+                       **source, "n_images": len(per_image)})
+    write_reports(EvaluationResult(convention, per_image, mean, {}, inf_counts), folder)
+    return mean
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+def mean_over_images(per_image: dict[str, dict[str, float]], names) -> dict[str, float]:
+    """Arithmetic mean per metric over images (an identical pair's PSNR = inf makes it inf)."""
+    return {n: float(np.mean([v[n] for v in per_image.values()])) for n in names}
+
+
+def _collated(loader, batch_size: int):
+    """Iterate ``loader``; images of different sizes in one batch become a clear DataError."""
+    iterator = iter(loader)
+    while True:
+        try:
+            yield next(iterator)
+        except StopIteration:
+            return
+        except RuntimeError as exc:
+            if "equal size" in str(exc) or "same size" in str(exc):
+                raise DataError(f"val.batch_size={batch_size} needs images of one size; these differ "
+                                f"(use val.batch_size=1)") from exc
+            raise
 
 
 def image_grid(*images: torch.Tensor) -> np.ndarray:
@@ -240,6 +237,21 @@ def _replace_dir(tmp: Path, final: Path) -> None:
     os.replace(tmp, final)
     if old.exists():
         shutil.rmtree(old)
+
+
+def config_changes(saved: Path, cfg) -> list[str]:
+    """``key: old -> new`` for every value of ``cfg`` that differs from the saved config.yaml."""
+    from omegaconf import OmegaConf
+
+    from utils.config import config_to_dict
+    from utils.trackers import flat_config
+
+    if not saved.is_file():
+        return []
+    old = flat_config(OmegaConf.to_container(OmegaConf.load(saved), resolve=False) or {})
+    new = flat_config(config_to_dict(cfg))
+    return [f"{k}: {old.get(k, '(unset)')} -> {new.get(k, '(unset)')}"
+            for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
 
 
 def check_hub_credentials(repo_id: str) -> None:
@@ -317,16 +329,20 @@ class Trainer:
             self.emas = {n: EMA(self.model.network(n), cfg.train.ema_decay) for n in self.model.export_networks}
 
         # The run directory, logs and trackers.
+        changed: list[str] = []
         if self.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             if mode == "train":
                 from utils.config import save_config
 
+                changed = config_changes(self.run_dir / "config.yaml", cfg) if self.resume_from else []
                 save_config(cfg, self.run_dir / "config.yaml")
                 self._clean_temporary()
             self.log = setup_text_log(self.run_dir / "logs" / ("train.log" if mode == "train" else "test.log"))
         else:
             self.log = silent_logger()
+        for line in changed:
+            self.log.warning(f"config changed since the previous run: {line}")
         acc.wait_for_everyone()
 
         self.step = 0
@@ -388,8 +404,7 @@ class Trainer:
             if data is None:
                 continue
             sample = data[0]
-            needed = self.model.batch_keys() if split == "train" else [k for k in self.model.batch_keys()]
-            missing = [k for k in needed if k not in sample]
+            missing = [k for k in self.model.batch_keys() if k not in sample]
             if missing:
                 raise DataError(f"datasets.{split} ({type(data).__name__}) gives no {missing} for model "
                                 f"{self.cfg.model_type}; its samples hold: {', '.join(sorted(sample))}")
@@ -444,6 +459,7 @@ class Trainer:
             shutil.rmtree(tmp, ignore_errors=True)
         acc.wait_for_everyone()
         acc.save_state(str(tmp))  # every process writes its own RNG state
+        acc.wait_for_everyone()   # ... before the folder is completed and renamed
         if self.is_main:
             if self.emas:
                 from safetensors.torch import save_file
@@ -537,7 +553,8 @@ class Trainer:
         rows, grids = [], {}
         self.model.eval()
         with self._ema_weights():
-            for batch in tqdm(loader, desc=desc, leave=False, disable=not self.is_main, dynamic_ncols=True):
+            for batch in tqdm(_collated(loader, v.batch_size), desc=desc, leave=False, disable=not self.is_main,
+                              dynamic_ncols=True):
                 batch = self._to_device(batch)
                 with acc.autocast():
                     pred = self.model.predict(batch, tile=tile)
@@ -563,8 +580,7 @@ class Trainer:
                 raise DataError(f"two {desc} samples share the output name {image}; dataset keys must be unique")
             per_image[image] = values
         per_image = dict(sorted(per_image.items()))
-        mean = {m: float(np.mean([r[m] for r in per_image.values()])) for m in v.metrics}
-        return mean, per_image, grids
+        return mean_over_images(per_image, v.metrics), per_image, grids
 
     def _to_device(self, batch: dict) -> dict:
         device = self.accelerator.device
@@ -577,7 +593,8 @@ class Trainer:
         folder = self.run_dir / "results" / "val" / f"step-{self.step}"
         mean, per_image, grids = self.evaluate(self.val_set, folder if v.save_images else None, v.log_images)
         if self.is_main:
-            write_metrics_files(folder, per_image, mean, metric_convention(v.metrics, v.crop_border, v.test_y_channel))
+            write_metrics_files(folder, per_image, v.metrics, v.crop_border, v.test_y_channel,
+                                {"split": "datasets.val", "step": self.step, "ema": bool(self.emas)})
         self.accelerator.log({f"val/{m}": x for m, x in mean.items()}, step=self.step)
         log_images(self.accelerator, grids, self.step)
         text = ", ".join(f"{m} {x:.4f}" for m, x in mean.items())
@@ -701,7 +718,8 @@ class Trainer:
         self.log.info(f"testing {self.weights_path} on {len(self.test_set)} images -> {folder}")
         mean, per_image, _ = self.evaluate(self.test_set, folder, desc="test")
         if self.is_main:
-            write_metrics_files(folder, per_image, mean, metric_convention(v.metrics, v.crop_border, v.test_y_channel))
+            write_metrics_files(folder, per_image, v.metrics, v.crop_border, v.test_y_channel,
+                                {"split": "datasets.test", "weights": str(self.weights_path)})
             self.log.info("test: " + ", ".join(f"{m} {x:.4f}" for m, x in mean.items()))
         self.accelerator.wait_for_everyone()
         return mean

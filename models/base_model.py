@@ -158,9 +158,13 @@ class BaseModel:
         return {k: batch[k] for k in keys}
 
     def run_network(self, name: str, batch: dict, tile: tuple[int, int] | None = None) -> torch.Tensor:
-        """``network(**inputs)``; with ``tile=(patch_size, overlap)`` through utils.tiling."""
+        """``network(**inputs)``; with ``tile=(patch_size, overlap)`` through utils.tiling.
+
+        Without gradients (validation, test) the bare network runs, not its distributed
+        wrapper: processes score different numbers of images, and a wrapper that syncs
+        buffers in forward would wait for the others."""
         inputs = self.network_inputs(name, batch)
-        net = self.networks[name]
+        net = self.networks[name] if torch.is_grad_enabled() else self.network(name)
         if tile is None:
             return net(**inputs)
         from utils.tiling import tiled_forward

@@ -220,7 +220,7 @@ def test_run_directory_trackers_and_test_mode(data_root, tmp_path):
     assert max_diff({k: v for k, v in net.state_dict().items()}, {k[len("net."):]: v for k, v in ema.items()}) == 0
 
     val_metrics = json.loads((run / "results" / "val" / "step-4" / "metrics.json").read_text())
-    assert set(val_metrics) == {"convention", "mean", "per_image"}
+    assert {"convention", "mean", "per_image"} <= set(val_metrics)
     assert sorted(val_metrics["per_image"]) == ["im00.png", "im01.png", "im02.png"]
 
     # TensorBoard: scalars and image grids.
@@ -253,6 +253,18 @@ def test_run_directory_trackers_and_test_mode(data_root, tmp_path):
     csv_rows = (run / "results" / "test" / "metrics.csv").read_text().splitlines()
     assert csv_rows[0] == "image,psnr,ssim" and len(csv_rows) == 4
 
+    # calculate_metrics.py on the saved PNGs gives the trainer's validation numbers.
+    import calculate_metrics
+
+    assert calculate_metrics.main(["--gt_folder", str(data_root / "val" / "gt"), "--pred_folder",
+                                   str(run / "results" / "test"), "--out", str(tmp_path / "cm"), "--quiet"]) == 0
+    files = json.loads((tmp_path / "cm" / "metrics.json").read_text())
+    assert sorted(files["per_image"]) == sorted(val_metrics["per_image"])
+    for image, values in val_metrics["per_image"].items():
+        assert abs(files["per_image"][image]["psnr"] - values["psnr"]) <= 1e-3
+        assert abs(files["per_image"][image]["ssim"] - values["ssim"]) <= 1e-6
+    assert abs(files["mean"]["psnr"] - val_metrics["mean"]["psnr"]) <= 1e-3
+
 
 def test_grad_accumulation_equals_a_larger_batch(data_root, tmp_path):
     config = experiment(tmp_path, data_root, """
@@ -265,6 +277,16 @@ def test_grad_accumulation_equals_a_larger_batch(data_root, tmp_path):
     assert diff <= 1e-5
     assert train(config, "name=small", "train.batch_size=4") == 0  # the comparison can fail
     assert max_diff(weights(run_dir(tmp_path, "small") / "last"), weights(run_dir(tmp_path, "big") / "last")) > 1e-4
+
+
+def test_dataloader_workers_do_not_change_the_samples(data_root, tmp_path):
+    config = experiment(tmp_path, data_root, """
+        train: {max_steps: 5, checkpoint_every: 0, val_every: 0, ema_decay: null}
+        datasets: {val: null}
+    """)  # 16 samples, batch 4: 5 steps cross an epoch boundary (set_epoch in the workers' copies)
+    assert train(config, "name=w0", "train.num_workers=0") == 0
+    assert train(config, "name=w2", "train.num_workers=2") == 0
+    assert max_diff(weights(run_dir(tmp_path, "w0") / "last"), weights(run_dir(tmp_path, "w2") / "last")) == 0
 
 
 def test_bf16_mixed_precision_on_cpu(data_root, tmp_path):
@@ -307,8 +329,10 @@ def test_nan_loss_stops_naming_the_step_and_keeps_the_checkpoint(data_root, tmp_
     assert "loss is inf at step 5" in lines[0] and "checkpoint-4 (kept)" in lines[0]
     assert sorted(p.name for p in ckpts.iterdir()) == ["checkpoint-2", "checkpoint-4"]
     assert max_diff(weights(ckpts / "checkpoint-4"), before) == 0
-    # The kept checkpoint still resumes.
-    assert train(config, "--resume", "auto", "train.max_steps=5") == 0
+    # The kept checkpoint still resumes (named explicitly this time); the change is logged.
+    assert train(config, "--resume", "checkpoint-4", "train.max_steps=5") == 0
+    log = (run_dir(tmp_path) / "logs" / "train.log").read_text()
+    assert "config changed since the previous run: train.max_steps: 8 -> 5" in log
 
 
 @pytest.mark.parametrize("override, expected", [
@@ -381,7 +405,7 @@ def test_two_processes_match_one_with_the_same_global_batch(data_root, tmp_path)
     result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                              str(ROOT / "trainer.py"), "-opt", str(config), "name=ddp", "train.batch_size=2"],
                             cwd=ROOT, capture_output=True, text=True, env=env, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == 0, "\n".join(l for l in result.stderr.splitlines() if "Error" in l or "error" in l)[-3000:]
     assert train(config, "name=single", "train.batch_size=4") == 0
     ddp, single = run_dir(tmp_path, "ddp"), run_dir(tmp_path, "single")
     assert max_diff(weights(ddp / "last"), weights(single / "last")) <= 1e-5
@@ -393,3 +417,71 @@ def test_two_processes_match_one_with_the_same_global_batch(data_root, tmp_path)
     assert sorted(p.name for p in (ddp / "results" / "val" / "step-4").glob("*.png")) == ["im00.png", "im01.png", "im02.png"]
     assert sorted(p.name for p in (ddp / "checkpoints" / "checkpoint-4").glob("random_states_*.pkl")) == [
         "random_states_0.pkl", "random_states_1.pkl"]
+
+
+def test_tiled_validation_goes_through_utils_tiling(data_root, tmp_path, monkeypatch):
+    import utils.tiling
+
+    config = experiment(tmp_path, data_root, """
+        train: {max_steps: 2, val_every: 0, checkpoint_every: 0}
+        datasets: {val: null}
+    """)
+    assert train(config) == 0
+    assert train(config, "-test") == 0
+    whole = json.loads((run_dir(tmp_path) / "results" / "test" / "metrics.json").read_text())
+    calls = []
+    real = utils.tiling.tiled_forward
+
+    def spy(fn, x, patch_size, overlap, **kw):
+        calls.append((tuple(x.shape), patch_size, overlap))
+        return real(fn, x, patch_size, overlap, **kw)
+
+    monkeypatch.setattr(utils.tiling, "tiled_forward", spy)
+    assert train(config, "-test", "val.patched=true", "val.patch_size=16", "val.overlap=8") == 0
+    tiled = json.loads((run_dir(tmp_path) / "results" / "test" / "metrics.json").read_text())
+    assert sorted(c[0] for c in calls) == [(1, 3, 36, 44), (1, 3, 40, 40), (1, 3, 41, 33)]
+    assert all(c[1:] == (16, 8) for c in calls)
+    for image, values in whole["per_image"].items():  # seamless blending: scores stay close
+        assert abs(tiled["per_image"][image]["psnr"] - values["psnr"]) < 0.5
+
+
+def test_validation_batch_of_unequal_images_is_one_line(data_root, tmp_path, capsys):
+    config = experiment(tmp_path, data_root, "train: {max_steps: 1, val_every: 1}\nval: {batch_size: 2}\n")
+    code, err = cli(capsys, "-opt", str(config))
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert code == 2 and len(errors) == 1 and "Traceback" not in err   # progress/log lines aside
+    assert "val.batch_size=2 needs images of one size" in errors[0]
+
+
+def hf_folder_from_pairs(pairs: Path, out: Path) -> Path:
+    """A dataset folder laid out like data_gen/3's output (data/{split}-*.parquet, Image columns)."""
+    import datasets
+
+    features = datasets.Features({"gt": datasets.Image(), "lq": datasets.Image(), "key": datasets.Value("string")})
+    for split, folder in (("train", "train"), ("validation", "val")):
+        names = sorted(p.name for p in (pairs / folder / "gt").iterdir())
+        rows = {"gt": [], "lq": [], "key": []}
+        for name in names:
+            rows["gt"].append({"bytes": (pairs / folder / "gt" / name).read_bytes(), "path": None})
+            rows["lq"].append({"bytes": (pairs / folder / "lq" / name).read_bytes(), "path": None})
+            rows["key"].append(f"{split}/{name[:-4]}")
+        (out / "data").mkdir(parents=True, exist_ok=True)
+        datasets.Dataset.from_dict(rows, features=features).to_parquet(str(out / "data" / f"{split}-00000-of-00001.parquet"))
+    return out
+
+
+@pytest.mark.parametrize("name, small", [
+    ("NAFNet", ["network.width=8", "network.enc_blk_nums=[1,1]", "network.dec_blk_nums=[1,1]"]),
+    ("UNet", ["network.width=8", "network.depth=2"]),
+])
+def test_shipped_configs_train_on_a_dataset_folder(data_root, tmp_path, name, small):
+    folder = hf_folder_from_pairs(data_root, tmp_path / "seidel")
+    overrides = [f"datasets.{s}.path={folder}" for s in ("train", "val", "test")] + small + [
+        f"path.root={tmp_path / 'runs'}", "train.max_steps=2", "train.batch_size=2", "datasets.train.crop_size=32",
+        "train.val_every=2", "train.checkpoint_every=2", "train.num_workers=0", "report_to=[]"]
+    config = ROOT / "checkpoints" / f"{name}.yml"
+    assert train(config, *overrides) == 0
+    run = tmp_path / "runs" / f"{name}_seidel"
+    metrics = json.loads((run / "results" / "val" / "step-2" / "metrics.json").read_text())
+    assert sorted(metrics["per_image"]) == ["validation/im00.png", "validation/im01.png", "validation/im02.png"]
+    assert (run / "best" / "model.safetensors").is_file() and (run / "last" / "config.json").is_file()

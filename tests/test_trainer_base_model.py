@@ -30,13 +30,12 @@ class TwoNetworkModel(BaseModel):
         critic_loss = self.networks["critic"](pred.detach()).mean() - self.networks["critic"](batch["gt"]).mean()
         self.backward(critic_loss)
         self.step_optimizer("critic")
-        for p in self.networks["critic"].parameters():
-            p.requires_grad_(False)
-        loss = (pred - batch["gt"]).abs().mean() - 0.01 * self.networks["critic"](pred).mean()
+        critic = self.network("critic")  # the bare module, frozen: no gradients into the critic
+        critic.requires_grad_(False)
+        loss = (pred - batch["gt"]).abs().mean() - 0.01 * critic(pred).mean()
         self.backward(loss)
         self.step_optimizer("net")
-        for p in self.networks["critic"].parameters():
-            p.requires_grad_(True)
+        critic.requires_grad_(True)
         return {"loss": loss.detach(), "critic": critic_loss.detach()}
 
 
@@ -123,3 +122,19 @@ def test_export_and_reload_the_exported_network(accelerator, tmp_path):
     define_network({"type": "UNet", "width": 6, "depth": 1, "blocks_per_level": 1}).save_pretrained(tmp_path / "wider")
     with pytest.raises(DataError, match=r"do not fit network 'net' \(UNet_arch\): size mismatch"):
         other.load_pretrained(tmp_path / "wider")
+
+
+def test_clip_grad_norm_bounds_the_update(accelerator):
+    """SGD with lr 1 moves the weights by exactly the clipped gradient: norm = clip_grad_norm."""
+    model = make_model(accelerator, lr=1.0, optim={"type": "SGD", "momentum": 0.0}, scheduler={"type": "constant"})
+    net = model.network("net")
+    before = torch.cat([p.detach().flatten() for p in net.parameters()])
+    batch = {"gt": torch.zeros(1, 3, 16, 16), "lq": torch.ones(1, 3, 16, 16)}
+    model.train()
+    for _ in range(2):  # one optimiser step = 2 micro-batches
+        with model.accumulate():
+            pred = model.run_network("net", batch)
+            model.backward(1000.0 * (pred - batch["gt"]).abs().mean())
+            model.step_optimizer("net")
+    after = torch.cat([p.detach().flatten() for p in net.parameters()])
+    assert (after - before).norm().item() == pytest.approx(0.5, rel=1e-4)

@@ -164,11 +164,14 @@ def test_metrics_files_shape(tmp_path):
     from trainer import write_metrics_files
 
     per_image = {"a.png": {"psnr": 30.0, "ssim": 0.9}, "b/c.png": {"psnr": float("inf"), "ssim": 1.0}}
-    write_metrics_files(tmp_path, per_image, {"psnr": float("inf"), "ssim": 0.95}, {"round_to_uint8": True})
+    mean = write_metrics_files(tmp_path, per_image, ("psnr", "ssim"), 0, False, {"split": "datasets.val"})
+    assert mean == {"psnr": math.inf, "ssim": pytest.approx(0.95)}
     data = json.loads((tmp_path / "metrics.json").read_text())
-    assert set(data) == {"convention", "mean", "per_image"} and data["per_image"]["b/c.png"]["psnr"] == math.inf
+    assert {"convention", "mean", "per_image"} <= set(data)
+    assert data["per_image"]["b/c.png"]["psnr"] == "inf" and data["inf_counts"] == {"psnr": 1}  # JSON has no inf
+    assert data["convention"]["round_to_uint8"] is True and data["convention"]["split"] == "datasets.val"
     rows = list(csv.reader((tmp_path / "metrics.csv").open()))
-    assert rows[0] == ["image", "psnr", "ssim"] and rows[1] == ["a.png", "30.0", "0.9"]
+    assert rows[0] == ["image", "psnr", "ssim"] and rows[1] == ["a.png", "30.0", "0.9"] and rows[2][1] == "inf"
     assert not list(tmp_path.glob(".*"))  # no temporary files left
 
 
