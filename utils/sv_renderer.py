@@ -16,7 +16,8 @@ batched real FFTs on a zero-extended domain, so nothing ever wraps around.
 Methods (``render(..., method=...)``):
 
 * ``basis``  (default when the field carries a basis): dense coefficient maps, one FFT per
-  basis component and input channel.
+  basis component and input channel; for large K the same sum is evaluated on the node
+  supports instead (identical by linearity, less work; ``SVRenderer(basis_strategy=...)``).
 * ``full``   (default without a basis): the node PSFs themselves with their bilinear weights.
   Each node's weight map is non-zero only on the cells around it, so every node is
   convolved on its own support only (one small FFT pair per node): exact and fast.
@@ -221,10 +222,16 @@ class SVRenderer:
 
     Preparing (coefficient maps, kernel spectra) costs about one render; reuse the object
     for many images of the same size (datasets, benchmarks). Differentiable in ``x``.
+
+    ``basis_strategy`` (method ``basis``): ``dense`` evaluates Σ_k B_k ∗ (a_k ⊙ x) with K
+    full-image FFTs per channel; ``nodes`` evaluates the identical sum on the node supports
+    with the node PSFs the basis reconstructs (linearity); ``auto`` (default) takes the one
+    with less FFT work (dense for small K). ``self.strategy`` says which was used.
     """
 
     def __init__(self, psf, image_size: tuple[int, int], boundary: str = "reflect", method: str = "auto",
-                 origin=(0, 0), n_basis: int | None = None, device=None, dtype=torch.float32):
+                 origin=(0, 0), n_basis: int | None = None, device=None, dtype=torch.float32,
+                 basis_strategy: str = "auto"):
         field = _as_field(psf)
         if boundary not in BOUNDARIES:
             raise ValueError(f"boundary must be one of {BOUNDARIES}, got {boundary!r}")
@@ -240,10 +247,22 @@ class SVRenderer:
         self.n_basis = n_basis
         self.device, self.dtype = torch.device(device) if device is not None else torch.device("cpu"), dtype
         self.radius = field.psf_size // 2
-        if method == "basis":
-            self._prepare_basis()
-        elif method in ("full", "tiles"):
-            self._prepare_nodes(nearest=method == "tiles")
+        if basis_strategy not in ("auto", "dense", "nodes"):
+            raise ValueError(f"basis_strategy must be auto, dense or nodes, got {basis_strategy!r}")
+        self.strategy = {"basis": "dense", "full": "nodes", "tiles": "nodes", "brute_force": "brute_force"}[method]
+        if method in ("full", "tiles"):
+            self._prepare_nodes(self.field.psfs, self._node_supports(nearest=method == "tiles"))
+        elif method == "basis":
+            supports = self._node_supports(nearest=False) if basis_strategy != "dense" else None
+            if basis_strategy == "nodes" or (basis_strategy == "auto" and self._nodes_cheaper(supports)):
+                # a_k = Σ_n coef[k, n] w_n, so Σ_k B_k ∗ (a_k ⊙ x) = Σ_n (Σ_k coef[k, n] B_k) ∗ (w_n ⊙ x):
+                # the same render, from the node PSFs as the basis reconstructs them.
+                basis_psfs, basis_coef = _basis(field, n_basis)
+                node_psfs = torch.einsum("oikn,oikyx->oinyx", basis_coef.double(), basis_psfs.double())
+                self.strategy = "nodes"
+                self._prepare_nodes(node_psfs, supports)
+            else:
+                self._prepare_basis()
 
     # -- preparation ------------------------------------------------------------------------
     def _padded_size(self):
@@ -259,13 +278,12 @@ class SVRenderer:
         self.fft_size = (_fast_len(hp), _fast_len(wp))
         self.kernel_ft = torch.fft.rfft2(basis_psfs.to(self.device, torch.float64), s=self.fft_size).to(_complex(self.dtype))
 
-    def _prepare_nodes(self, nearest: bool):
+    def _node_supports(self, nearest: bool) -> list[tuple[int, int, int, torch.Tensor]]:
+        """(node, y0, x0, weights [h, w]) where each node's weight is non-zero, padded coordinates."""
         f, r = self.field, self.radius
-        k = f.psf_size
         index, weight = node_weights(f, self.height, self.width, self.origin, self.device, nearest)
         index, weight = _pad_maps(index, r), _pad_maps(weight, r)
-        psfs = f.psfs.to(self.device, torch.float64)
-        self.supports = []
+        supports = []
         for n in range(f.n_nodes):
             mine = (index == n) & (weight > 0)  # [4, Hp, Wp]: where node n has weight
             support = mine.any(dim=0)
@@ -273,8 +291,28 @@ class SVRenderer:
             if len(ys) == 0:
                 continue  # this node influences no pixel of this image
             y0, y1, x0, x1 = int(ys[0]), int(ys[-1]) + 1, int(xs[0]), int(xs[-1]) + 1
-            w_n = (weight[:, y0:y1, x0:x1] * mine[:, y0:y1, x0:x1]).sum(0)
-            fft_size = (_fast_len(y1 - y0 + k - 1), _fast_len(x1 - x0 + k - 1))
+            supports.append((n, y0, x0, (weight[:, y0:y1, x0:x1] * mine[:, y0:y1, x0:x1]).sum(0)))
+        return supports
+
+    def _nodes_cheaper(self, supports) -> bool:
+        """FFT work (n log n per transform) of the node-support form vs K dense transforms per channel."""
+        f, k = self.field, self.field.psf_size
+        cost = lambda h, w: h * w * math.log2(max(h * w, 2))  # noqa: E731
+        channels_in = f.c_in if f.c_in > 1 else f.c_out
+        n_dense = (f.c_out * f.c_in if f.c_in > 1 else f.c_out) * _basis(f, self.n_basis)[0].shape[2] + f.c_out
+        dense = n_dense * cost(*(_fast_len(s) for s in self._padded_size()))
+        nodes = sum((channels_in + f.c_out) * cost(_fast_len(w.shape[0] + k - 1), _fast_len(w.shape[1] + k - 1))
+                    for _, _, _, w in supports)
+        # Per-node overheads (crops, many small transforms) weigh ~30% more than the count says:
+        # measured break-even K ≈ 8-10 for 512² images on 9×9 nodes.
+        return 1.3 * nodes < dense
+
+    def _prepare_nodes(self, node_psfs: torch.Tensor, supports):
+        k = self.field.psf_size
+        psfs = node_psfs.to(self.device, torch.float64)
+        self.supports = []
+        for n, y0, x0, w_n in supports:
+            fft_size = (_fast_len(w_n.shape[0] + k - 1), _fast_len(w_n.shape[1] + k - 1))
             kernel_ft = torch.fft.rfft2(psfs[:, :, n], s=fft_size).to(_complex(self.dtype))
             self.supports.append(_NodeSupport(y0, x0, w_n.to(self.dtype), kernel_ft, fft_size))
 
@@ -294,9 +332,9 @@ class SVRenderer:
         """Move the prepared maps and spectra (done automatically on the first call with x elsewhere)."""
         device = torch.device(device)
         if device != self.device:
-            if self.method == "basis":
+            if self.strategy == "dense":
                 self.maps, self.kernel_ft = self.maps.to(device), self.kernel_ft.to(device)
-            elif self.method in ("full", "tiles"):
+            elif self.strategy == "nodes":
                 for sup in self.supports:
                     sup.weights, sup.kernel_ft = sup.weights.to(device), sup.kernel_ft.to(device)
             self.device = device
@@ -309,9 +347,7 @@ class SVRenderer:
         if self.method == "brute_force":
             return render_brute_force(x, self.field, self.boundary, self.origin)
         xp = _pad_image(x, self.radius, self.boundary)
-        if self.method == "basis":
-            return self._apply_basis(xp)
-        return self._apply_nodes(xp)
+        return self._apply_basis(xp) if self.strategy == "dense" else self._apply_nodes(xp)
 
     def _apply_basis(self, xp: torch.Tensor) -> torch.Tensor:
         c, (h, w) = 2 * self.radius, (self.height, self.width)
