@@ -11,7 +11,7 @@ nearest node is used). Writing ``w_n(p)`` for the bilinear weight of node n at p
 
 a linear convolution per term (Nagy & O'Leary, SIAM J. Sci. Comput. 19(4), 1998, eq. 2.5;
 Flicker & Rigaut, JOSA A 22(3), 2005 for the low-rank basis form). ``∗`` is evaluated with
-batched real FFTs on a zero-extended domain, so nothing ever wraps around.
+real FFTs on a zero-extended domain, so nothing ever wraps around.
 
 Methods (``render(..., method=...)``):
 
@@ -24,7 +24,7 @@ Methods (``render(..., method=...)``):
 * ``tiles``  fixed tiles: every source pixel takes the PSF of its nearest node (piecewise
   constant field, overlap-add across tile borders). An approximation, for comparison.
 * ``brute_force`` the reference: the interpolated PSF of every source pixel, scattered
-  pixel by pixel (``F.fold``). Slow; for tests and benchmarks.
+  tap by tap over all pixels. O(H·W·k²); for tests and benchmarks.
 
 Boundaries: ``reflect`` (default) extends the image by mirror reflection (no edge repeat)
 before blurring, the padded source pixels taking the coefficients of the nearest image pixel;
