@@ -106,6 +106,13 @@ class Geometry:
         return self.top + row, self.left + col
 
 
+def as_chw(img: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """H×W×C array -> C×H×W float32 tensor; tensors are taken as C×H×W already."""
+    if isinstance(img, torch.Tensor):
+        return img.float()
+    return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))).float()
+
+
 class PairedImageDataset(torch.utils.data.Dataset):
     """Base class: seeded aligned augmentation + bad-sample policy (see module docstring)."""
 
@@ -128,11 +135,12 @@ class PairedImageDataset(torch.utils.data.Dataset):
         self.seed = int(seed)
         self.skip_bad_samples = bool(skip_bad_samples)
         self.epoch = 0
-        self.skipped: dict[str, str] = {}  # key or file -> reason (this process only)
+        self.skipped: dict[str, str] = {}  # sample index -> reason (this process only)
+        self.psf_attacher = None  # a dataset.psf_keys.PSFAttacher when PSF keys are requested
 
     # -- subclass interface ----------------------------------------------------------------
-    def load_pair(self, index: int) -> tuple[np.ndarray, np.ndarray, str]:
-        """(gt, lq, key): H×W×C float32 RGB arrays in [0, 1] and a sample id."""
+    def load_pair(self, index: int) -> tuple[np.ndarray | torch.Tensor, np.ndarray | torch.Tensor, str]:
+        """(gt, lq, key): H×W×C float32 RGB arrays (or C×H×W tensors) in [0, 1] and a sample id."""
         raise NotImplementedError
 
     # -- public ------------------------------------------------------------------------------
@@ -168,19 +176,24 @@ class PairedImageDataset(torch.utils.data.Dataset):
     def make_sample(self, index: int, rng_index: int | None = None) -> dict:
         """Load, crop and flip sample ``index`` (randomness from ``rng_index``'s generator)."""
         generator = self.generator(index if rng_index is None else rng_index)
-        gt_np, lq_np, key = self.load_pair(index)
-        if gt_np.shape != lq_np.shape:
-            raise DataError(f"sample '{key}': gt is {gt_np.shape[1]}x{gt_np.shape[0]} but lq is "
-                            f"{lq_np.shape[1]}x{lq_np.shape[0]} (width x height); pairs must match")
-        gt = torch.from_numpy(np.ascontiguousarray(gt_np.transpose(2, 0, 1))).float()
-        lq = torch.from_numpy(np.ascontiguousarray(lq_np.transpose(2, 0, 1))).float()
+        gt, lq, key = self.load_pair(index)
+        gt, lq = as_chw(gt), as_chw(lq)
+        if gt.shape != lq.shape:
+            raise DataError(f"sample '{key}': gt is {gt.shape[-1]}x{gt.shape[-2]} but lq is "
+                            f"{lq.shape[-1]}x{lq.shape[-2]} (width x height); pairs must match")
         geometry = self.draw_geometry(gt.shape[-2:], generator, key)
         sample = {"gt": geometry.apply(gt), "lq": geometry.apply(lq), "key": key}
+        if self.psf_attacher is not None:
+            self.psf_attacher.attach(sample, self.psf_field_name(index), geometry)
         self.finish_sample(sample, index, geometry, generator)
         return sample
 
+    def psf_field_name(self, index: int) -> str:
+        """Name (in ``psf_attacher.fields``) of the PSF field that degraded sample ``index``."""
+        raise NotImplementedError
+
     def finish_sample(self, sample: dict, index: int, geometry: Geometry, generator: torch.Generator) -> None:
-        """Hook for subclasses (PSF keys, noise...): edit ``sample`` in place."""
+        """Hook for subclasses (noise...): edit ``sample`` in place after crop, flips and PSF keys."""
 
     def draw_geometry(self, image_hw, generator: torch.Generator, key: str) -> Geometry:
         """Crop box + flips for one sample, drawn in a fixed order from ``generator``."""

@@ -7,6 +7,7 @@ import cv2
 import numpy as np
 
 from dataset.base import PairedImageDataset
+from dataset.psf_keys import PSFAttacher, check_psf_keys, field_name_for, load_psf_fields
 from utils.errors import DataError
 from utils.image_io import read_image
 from utils.registry import closest
@@ -66,6 +67,20 @@ def load_split(path: str, split: str, revision: str | None = None, cache_dir: st
         raise DataError(f"cannot load {where}: {exc}") from None
 
 
+def psf_folder(path: str, revision: str | None = None) -> Path:
+    """The dataset's ``psfs/`` folder: local, or downloaded from the Hub dataset repo."""
+    local = Path(path).expanduser()
+    if local.exists():
+        return local / "psfs"
+    from huggingface_hub import snapshot_download
+
+    try:
+        root = snapshot_download(repo_id=path, repo_type="dataset", allow_patterns=["psfs/*"], revision=revision)
+    except Exception as exc:  # offline, unauthenticated, missing repo: one line for the user
+        raise DataError(f"cannot download the psfs/ folder of Hub dataset {path}: {exc}") from None
+    return Path(root) / "psfs"
+
+
 class HFDataset(PairedImageDataset):
     """Paired images from a Hugging Face dataset: a local folder (as written by
     ``data_gen/3.generate_dataset_synthetic.py``) or a Hub id, read with ``datasets.load_dataset``.
@@ -86,6 +101,9 @@ class HFDataset(PairedImageDataset):
         skip_bad_samples: false
         revision: null             # Hub branch/tag/commit
         cache_dir: null            # datasets cache (default: HF_DATASETS_CACHE)
+        psf_keys: []               # any of psf, basis_psfs, basis_coef (see dataset/psf_keys.py)
+        psf_path: null             # PSF file/folder (default: the dataset's psfs/ folder)
+        psf_file_key: psf_file     # column naming each sample's PSF file (datasets mixing fields)
 
     Image columns are decoded with OpenCV (8- or 16-bit PNG, JPEG...) to float32 RGB [0, 1].
     """
@@ -105,6 +123,9 @@ class HFDataset(PairedImageDataset):
         skip_bad_samples: bool = False,
         revision: str | None = None,
         cache_dir: str | None = None,
+        psf_keys: list[str] | None = None,
+        psf_path: str | None = None,
+        psf_file_key: str = "psf_file",
     ):
         import datasets
 
@@ -129,6 +150,21 @@ class HFDataset(PairedImageDataset):
             if isinstance(feature, datasets.Image):
                 table = table.cast_column(column, datasets.Image(decode=False))
         self.table = table
+        self.psf_file_key = psf_file_key if psf_file_key in columns else None
+        if check_psf_keys(psf_keys):
+            fields = load_psf_fields(psf_path if psf_path is not None else psf_folder(self.path, revision))
+            if self.psf_file_key is None and len(fields) > 1:
+                raise DataError(f"{self.path}: {len(fields)} PSF files ({', '.join(fields)}) but no "
+                                f"'{psf_file_key}' column says which degraded each sample; set psf_file_key")
+            self.psf_attacher = PSFAttacher(fields, psf_keys)
+            if self.psf_file_key is not None:  # resolve every sample's field once, up front
+                where = f"{self.path} column '{self.psf_file_key}'"
+                self._field_names = [field_name_for(v, fields, where) for v in list(table[self.psf_file_key])]
+
+    def psf_field_name(self, index: int) -> str:
+        if self.psf_file_key is None:
+            return next(iter(self.psf_attacher.fields))
+        return self._field_names[index]
 
     def __len__(self) -> int:
         return len(self.table)

@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 
 from dataset.base import PairedImageDataset
+from dataset.psf_keys import PSFAttacher, check_psf_keys, load_psf_fields
 from utils.errors import DataError
 from utils.image_io import list_images, read_image
 
@@ -54,8 +55,11 @@ class PairedFolderDataset(PairedImageDataset):
         use_rot: true              # train only: random transpose (90-degree rotations with flips)
         seed: 0                    # with the epoch and index, seeds every random draw
         skip_bad_samples: false    # true: an unreadable image is logged and skipped
+        psf_keys: []               # any of psf, basis_psfs, basis_coef (see dataset/psf_keys.py)
+        psf_path: null             # PSF file/folder for psf_keys (default: root/psfs/)
 
-    ``key`` is the relative path without extension (``scene1/0001``).
+    ``key`` is the relative path without extension (``scene1/0001``). Every image is taken to
+    be degraded by the one PSF field in ``psf_path`` (with the image covering its sensor).
     """
 
     def __init__(
@@ -69,6 +73,8 @@ class PairedFolderDataset(PairedImageDataset):
         use_rot: bool = True,
         seed: int = 0,
         skip_bad_samples: bool = False,
+        psf_keys: list[str] | None = None,
+        psf_path: str | None = None,
     ):
         super().__init__(phase=phase, crop_size=crop_size, use_flip=use_flip, use_rot=use_rot,
                          seed=seed, skip_bad_samples=skip_bad_samples)
@@ -80,6 +86,15 @@ class PairedFolderDataset(PairedImageDataset):
             if not folder.is_dir():
                 raise DataError(f"{name} not found: {folder} (expected {self.root}/{{gt,lq}}/)")
         self.pairs = _pair_files(gt_dir, lq_dir)
+        if check_psf_keys(psf_keys):
+            fields = load_psf_fields(psf_path if psf_path is not None else self.root / "psfs")
+            if len(fields) != 1:
+                raise DataError(f"{len(fields)} PSF files found ({', '.join(fields)}); a folder dataset "
+                                f"uses one: set psf_path to the file")
+            self.psf_attacher = PSFAttacher(fields, psf_keys)
+
+    def psf_field_name(self, index: int) -> str:
+        return next(iter(self.psf_attacher.fields))
 
     def __len__(self) -> int:
         return len(self.pairs)

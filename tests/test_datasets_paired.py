@@ -205,3 +205,15 @@ def test_unreadable_image_named_and_skipped(tmp_path):
     keys = [ds[i]["key"] for i in range(3)]
     assert keys == ["a", "c", "c"]  # the next good sample stands in
     assert list(ds.skipped) == ["1"] and "gt/b.png" in ds.skipped["1"]
+
+
+def test_every_registered_dataset_is_a_dataset_class():
+    """Module constants or helpers in dataset/*_dataset.py must not leak into the registry."""
+    from dataset import dataset_names
+    from utils.registry import DATASETS
+
+    names = dataset_names()
+    assert {"HFDataset", "PairedFolderDataset", "SyntheticBlurDataset"} <= set(names)
+    for name in names:
+        cls = DATASETS.get(name)
+        assert isinstance(cls, type) and issubclass(cls, torch.utils.data.Dataset), name

@@ -1,0 +1,194 @@
+"""``SyntheticBlurDataset``: sharp images degraded on the fly by a spatially varying PSF field + noise."""
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from dataset.base import Geometry, PairedImageDataset, as_size
+from dataset.psf_keys import PSFAttacher, check_psf_keys
+from dataset.sources import fit_to_size, list_sources, load_source
+from utils.errors import ConfigError, DataError
+from utils.image_io import quantize
+from utils.registry import check_keywords
+
+_FIELD_NAME = "psfs.h5"
+
+
+def make_psf_field(psf_path: str | None, psf: Mapping | None):
+    """The PSF field from a file (``psf_path``) or simulated from ``PSFSimulator`` options (``psf``)."""
+    if (psf_path is None) == (psf is None):
+        raise ConfigError("give exactly one of psf_path (a psfs.h5 file or its folder) and psf "
+                          "(PSFSimulator options, e.g. {psf_type: gaussian, grid_shape: [5, 5], psf_size: 21, "
+                          "sensor_res: [256, 256], seed: 0})")
+    if psf_path is not None:
+        from psf.field import load_psf_field
+
+        return load_psf_field(psf_path)
+    from psf.svpsf import PSFSimulator
+
+    if not isinstance(psf, Mapping):
+        raise ConfigError(f"psf must be a mapping of PSFSimulator options, got {psf!r}")
+    try:  # PSFSimulator checks its own options (and the PSF type's) with "did you mean" errors
+        return PSFSimulator(**dict(psf)).simulate()
+    except TypeError as exc:
+        raise ConfigError(f"psf: {exc}") from None
+
+
+_NOISE_OPTIONS = ("kind", "sigma", "photons", "read_noise")
+
+
+def check_noise_options(noise) -> dict:
+    """Validate the ``noise`` mapping (utils.noise.sample_noise_model keywords) once, up front."""
+    from utils.noise import NOISE_KINDS, sample_noise_model
+
+    if not isinstance(noise, Mapping):
+        raise ConfigError(f"noise must be a mapping like {{kind: gaussian, sigma: 0.01}}, got {noise!r}")
+    noise = {k: (list(v) if isinstance(v, (list, tuple)) else v) for k, v in dict(noise).items()}
+    check_keywords(noise, list(_NOISE_OPTIONS), "noise", "the noise model")
+    if noise.get("kind", "none") not in NOISE_KINDS:
+        raise ConfigError(f"noise.kind must be one of {', '.join(NOISE_KINDS)}, got {noise.get('kind')!r}")
+    for key in ("sigma", "photons", "read_noise"):
+        value = noise.get(key)
+        values = value if isinstance(value, list) else [value]
+        if value is not None and (len(values) not in (1, 2) or not all(isinstance(v, (int, float)) and v >= 0 for v in values)
+                                  or values[0] > values[-1]):
+            raise ConfigError(f"noise.{key} must be a number >= 0 or a [low, high] range, got {value!r}")
+    try:  # a draw with a throwaway generator catches what is left (e.g. photons <= 0)
+        sample_noise_model(**noise, generator=torch.Generator().manual_seed(0))
+    except ValueError as exc:
+        raise ConfigError(f"noise: {exc}") from None
+    return noise
+
+
+class SyntheticBlurDataset(PairedImageDataset):
+    """Sharp images (``skimage.data`` built-ins or a folder) blurred by a spatially varying PSF
+    field (``utils.sv_renderer.render``, linear convolution) plus Gaussian noise.
+
+    YAML keys (constructor keywords)::
+
+        type: SyntheticBlurDataset
+        images: builtin            # "builtin" (skimage.data) or a folder of images
+        names: null                # only these images (built-in names / relative paths w/o extension)
+        exclude: [astronaut]       # leave these out (held-out images)
+        image_size: null           # [H, W] each image is centre-cropped + resized to (default: sensor_res)
+        psf_path: null             # a psfs.h5 file (or its folder) ...
+        psf: {psf_type: gaussian, grid_shape: [5, 5], psf_size: 21, sensor_res: [256, 256], seed: 0}
+                                   # ... or PSFSimulator options (exactly one of the two)
+        boundary: reflect          # renderer boundary: reflect | zero
+        linear_light: true         # blur (and Poisson noise) in linear light, as a camera; false: in sRGB
+        noise: {kind: gaussian, sigma: 0.01}
+                                   # utils.noise: kind none | gaussian (sigma, sRGB units) |
+                                   # poisson_gaussian (photons at white, read_noise in electrons);
+                                   # a [low, high] range is drawn per sample
+        quantize_bits: 8           # round gt and lq to 8-bit levels like stored PNGs (null: keep float)
+        samples_per_image: 1       # samples per image per epoch (many random crops of few images)
+        phase: train               # train (random crop/flips/noise) | val | test (fixed noise)
+        crop_size: 96
+        use_flip: true
+        use_rot: true
+        seed: 0
+        psf_keys: []               # any of psf, basis_psfs, basis_coef
+        skip_bad_samples: false    # true: an unreadable source image is left out (logged, counted)
+
+    The forward model is step 3's (``utils.sv_renderer.simulate_capture``): sRGB gt -> linear
+    light -> spatially varying blur -> noise -> sRGB -> 8-bit. Each source image is prepared once
+    at construction (crop/resize to ``image_size``, quantised, blurred by the whole field, so the
+    blur of any crop is exact with no artificial crop border); per sample only the crop, flips,
+    noise level and noise are drawn, from the (seed, epoch, index) generator. Validation and test
+    samples always use epoch 0, so their noise is fixed.
+    """
+
+    def __init__(
+        self,
+        images: str = "builtin",
+        names: list[str] | None = None,
+        exclude: list[str] | None = None,
+        image_size: int | list[int] | None = None,
+        psf_path: str | None = None,
+        psf: dict | None = None,
+        boundary: str = "reflect",
+        linear_light: bool = True,
+        noise: dict | None = None,
+        quantize_bits: int | None = 8,
+        samples_per_image: int = 1,
+        phase: str = "train",
+        crop_size: int | list[int] | None = None,
+        use_flip: bool = True,
+        use_rot: bool = True,
+        seed: int = 0,
+        psf_keys: list[str] | None = None,
+        skip_bad_samples: bool = False,
+    ):
+        from utils.noise import srgb_to_linear
+        from utils.sv_renderer import SVRenderer
+
+        super().__init__(phase=phase, crop_size=crop_size, use_flip=use_flip, use_rot=use_rot,
+                         seed=seed, skip_bad_samples=skip_bad_samples)
+        self.noise = check_noise_options({"kind": "gaussian", "sigma": 0.01} if noise is None else noise)
+        self.linear_light = bool(linear_light)
+        if quantize_bits not in (None, 8, 16):
+            raise ConfigError(f"quantize_bits must be 8, 16 or null, got {quantize_bits!r}")
+        if not isinstance(samples_per_image, int) or samples_per_image < 1:
+            raise ConfigError(f"samples_per_image must be a positive integer, got {samples_per_image!r}")
+        if boundary not in ("reflect", "zero"):
+            raise ConfigError(f"boundary must be reflect or zero, got {boundary!r}")
+        self.quantize_bits = quantize_bits
+        self.samples_per_image = samples_per_image
+        self.field = make_psf_field(psf_path, psf)
+        self.image_size = as_size(image_size, "image_size") or tuple(self.field.sensor_res)
+
+        self.keys_: list[str] = []
+        self.gt_images: list[torch.Tensor] = []
+        self.blurred: list[torch.Tensor] = []  # noise-free blur, in linear light when linear_light
+        renderer = SVRenderer(self.field, self.image_size, boundary)
+        sources = list_sources(images, names, exclude)
+        for name, path in tqdm(sources, desc="blurring source images", unit="img", disable=len(sources) < 8):
+            try:
+                img = fit_to_size(load_source(name, path), self.image_size)
+            except DataError as exc:
+                if not skip_bad_samples:
+                    raise
+                self.skipped[name] = str(exc)
+                continue
+            if quantize_bits:
+                img = quantize(img, quantize_bits).astype(np.float32) / (2 ** quantize_bits - 1)
+            gt = torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))
+            with torch.no_grad():
+                blurred = renderer((srgb_to_linear(gt) if self.linear_light else gt)[None])[0].float()
+            self.keys_.append(name)
+            self.gt_images.append(gt)
+            self.blurred.append(blurred)
+        if not self.keys_:
+            raise DataError(f"no readable source image ({len(self.skipped)} skipped)")
+        if check_psf_keys(psf_keys):
+            self.psf_attacher = PSFAttacher({_FIELD_NAME: self.field}, psf_keys)
+
+    def __len__(self) -> int:
+        return len(self.keys_) * self.samples_per_image
+
+    def image_index(self, index: int) -> int:
+        return index // self.samples_per_image
+
+    def sample_key(self, index: int) -> str:
+        name = self.keys_[self.image_index(index)]
+        return name if self.samples_per_image == 1 else f"{name}#{index % self.samples_per_image}"
+
+    def load_pair(self, index: int):
+        i = self.image_index(index)
+        return self.gt_images[i], self.blurred[i], self.sample_key(index)
+
+    def psf_field_name(self, index: int) -> str:
+        return _FIELD_NAME
+
+    def finish_sample(self, sample: dict, index: int, geometry: Geometry, generator: torch.Generator) -> None:
+        """Noise on the (cropped, flipped) noise-free blur, then back to sRGB and quantised."""
+        from utils.noise import quantize as quantize_tensor
+        from utils.noise import sample_noise_model
+
+        noise = sample_noise_model(**self.noise, generator=generator)
+        blurred = sample["lq"]
+        lq = noise.apply_linear(blurred, generator) if self.linear_light else noise(blurred, generator)
+        sample["lq"] = (quantize_tensor(lq, self.quantize_bits) if self.quantize_bits else lq).contiguous()
