@@ -455,7 +455,14 @@ def prepare(cfg: GenerationConfig, out: Path, workers: int) -> dict:
         # Only what a concurrent task of the same run may have made so far is tolerated.
         foreign = [p.name for p in out.iterdir() if p.name != "psfs" and not p.name.startswith(f".{MANIFEST}.")]
         if foreign:
-            raise DataError(f"--out {out} exists and is not empty (and has no {MANIFEST}); choose a new folder")
+            # Tasks of a job array start together: another one may have created the manifest (and
+            # started its shards) while this one checked the images. A manifest is created whole
+            # (link below) before anything else, so read it again before calling the folder foreign.
+            existing = _read_manifest(out)
+            if existing is None:
+                raise DataError(f"--out {out} exists and is not empty (and has no {MANIFEST}); choose a new folder")
+            _check_same(existing, manifest, out)
+            return existing
     out.mkdir(parents=True, exist_ok=True)
     copy = out / PSF_COPY
     if not copy.exists():

@@ -1,8 +1,9 @@
-"""The Slurm job scripts on a real one-node cluster (scripts/slurm/local_cluster.sh).
+"""The Slurm job scripts on a real two-node cluster (scripts/slurm/local_cluster.sh).
 
-The trainer and dataset step 3 are replaced by stand-ins with the same process contract
-(tests/slurm_standins/): the tests prove the job scripts' launch, signal, requeue, array and
-dependency logic; the same scripts run the real programs unchanged.
+Most tests replace the trainer and dataset step 3 by stand-ins with the same process contract
+(tests/slurm_standins/): they prove the job scripts' launch, signal, requeue, array and
+dependency logic. The real programs run too: step 3 as a job array plus merge, and trainer.py
+with two gloo processes preempted and requeued by Slurm.
 """
 from __future__ import annotations
 
@@ -102,6 +103,42 @@ def test_dataset_failed_task_blocks_the_merge_and_can_be_rerun(slurm_cluster: Lo
     subprocess.run([sys.executable, str(FAKE_DATASET), "--out", str(tmp_path / "single"), "--num_samples", "23",
                     "--seed", "7"], check=True)
     assert json.loads((out / "data.json").read_text()) == json.loads((tmp_path / "single" / "data.json").read_text())
+
+
+def tree(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_step3_array_and_merge_equal_a_single_run_byte_for_byte(slurm_cluster: LocalSlurm, tmp_path: Path):
+    """The real data_gen/3.generate_dataset_synthetic.py (no stand-in): 3 array tasks started at the
+    same time on two nodes render their shards of one folder, the dependent merge writes the card;
+    every file equals a one-process run's. (The tasks race to create the folder and its manifest.)"""
+    from psf.field import save_psf_field
+    from utils.sv_renderer import elliptical_gaussian_field
+
+    save_psf_field(elliptical_gaussian_field(grid_shape=(2, 2), psf_size=7, sensor_res=(32, 48), sigma_radial=1.5),
+                   tmp_path / "psf")
+    args = ["--psf_data_path", str(tmp_path / "psf"), "--images", "builtin", "--seed", "5", "--noise", "gaussian",
+            "--samples_per_shard", "3", "--workers", "1"]  # 19 built-in images: 7 shards for 3 tasks
+    out = tmp_path / "sharded"
+    common = ["--chdir", str(tmp_path), "--cpus-per-task=1"]
+    shards = slurm_cluster.sbatch(*common, "--array=0-2", "--output=step3-%A_%a.out",
+                                  str(SLURM_DIR / "generate_dataset.sbatch"), "--out", str(out), *args)
+    merge = slurm_cluster.sbatch(*common, f"--dependency=afterok:{shards}", "--kill-on-invalid-dep=yes",
+                                 "--output=merge-%j.out", str(SLURM_DIR / "generate_dataset.sbatch"), "--merge",
+                                 "--out", str(out))
+    info = slurm_cluster.wait_finished(merge, timeout=300)
+    logs = "\n".join(p.read_text()[-1500:] for p in sorted(tmp_path.glob("*.out")))
+    assert (info.state, info.exit_code) == ("COMPLETED", "0:0"), logs
+    assert slurm_cluster.array_states(shards) == {"0": "COMPLETED", "1": "COMPLETED", "2": "COMPLETED"}, logs
+
+    single = tmp_path / "single"
+    subprocess.run([sys.executable, str(ROOT / "data_gen" / "3.generate_dataset_synthetic.py"), "--out", str(single),
+                    *args], check=True, capture_output=True)
+    sharded_files, single_files = tree(out), tree(single)
+    assert sorted(sharded_files) == sorted(single_files)
+    assert len([f for f in single_files if f.startswith("data/")]) == 7
+    assert sharded_files == single_files
 
 
 def write_failing_setup(tmp_path: Path, task: int) -> Path:

@@ -126,3 +126,42 @@ def test_warning_is_passed_to_the_job_command(tmp_path: Path):
     assert marker.exists(), result.stderr
     assert result.stdout.strip().splitlines()[-1] == "rc=0"
     assert (tmp_path / "scontrol.calls").read_text().split() == ["requeue", "99"]
+
+
+def test_step3_array_task_joins_the_folder_another_task_created_meanwhile(tmp_path: Path, monkeypatch):
+    """Job array tasks start together. While task 1 checks the source images, task 0 creates the
+    manifest and starts its shards; task 1 must join that folder (same arguments), not reject it
+    as "not empty". An unrelated folder is still rejected. (Step 3's own race; tests/test_slurm.py
+    runs the real array on Slurm.)"""
+    import cv2
+    import skimage.data
+
+    import data_gen.synthetic_dataset as step3
+    from psf.field import save_psf_field
+    from utils.errors import DataError
+    from utils.sv_renderer import elliptical_gaussian_field
+
+    save_psf_field(elliptical_gaussian_field(grid_shape=(2, 2), psf_size=5, sensor_res=(16, 24), sigma_radial=1.0),
+                   tmp_path / "psf")
+    (tmp_path / "images").mkdir()
+    for name in ("astronaut", "coffee", "chelsea"):
+        cv2.imwrite(str(tmp_path / "images" / f"{name}.png"), getattr(skimage.data, name)()[::8, ::8, ::-1])
+    cfg = step3.GenerationConfig(psf_data_path=str(tmp_path / "psf"), images=str(tmp_path / "images"), samples_per_shard=1)
+    out = tmp_path / "ds"
+
+    probe = step3._probe_sizes
+    def other_task_wins_meanwhile(*args):  # task 0 runs its whole prepare() and writes a shard meanwhile
+        monkeypatch.setattr(step3, "_probe_sizes", probe)
+        step3.prepare(cfg, out, workers=1)
+        (out / "data").mkdir()
+        (out / "data" / "train-00000-of-00002.parquet").write_bytes(b"shard of task 0")
+        return probe(*args)
+
+    monkeypatch.setattr(step3, "_probe_sizes", other_task_wins_meanwhile)
+    joined = step3.prepare(cfg, out, workers=1)
+    assert joined == step3._read_manifest(out)
+
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("someone else's folder")
+    with pytest.raises(DataError, match="exists and is not empty"):
+        step3.prepare(cfg, tmp_path / "other", workers=1)
