@@ -104,11 +104,27 @@ def launch(how: str, nproc: int, config: Path, *args: str, log: Path, probe: Pat
         try:
             proc.wait(timeout=LAUNCH_TIMEOUT)
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+            kill_tree(proc.pid)
             proc.wait()
             pytest.fail(f"{how} run did not finish in {LAUNCH_TIMEOUT} s (hang?); log tail:\n"
                         + log.read_text(errors="replace")[-3000:])
     return Launch(proc.returncode, log.read_text(errors="replace"), time.monotonic() - start)
+
+
+def kill_tree(pid: int) -> None:
+    """SIGKILL a launcher and every process under it (torchrun starts its workers in new sessions)."""
+    import psutil
+
+    try:
+        parent = psutil.Process(pid)
+        family = parent.children(recursive=True) + [parent]
+    except psutil.NoSuchProcess:
+        return
+    for p in family:
+        try:
+            p.send_signal(signal.SIGKILL)
+        except psutil.NoSuchProcess:
+            pass
 
 
 def console_lines(output: str) -> list[str]:
