@@ -11,7 +11,8 @@ only watch it, steered by environment variables:
   and ``rank{r}.json`` (rank, world size, a draw from its global RNG right after setup, and
   the per-image scores every evaluation returned on that process).
 * ``PROBE_KILL_AT_STEP=s[@r]``: process r (default: every process) kills itself with SIGKILL
-  when it starts optimiser step s + 1, i.e. after s steps and before anything of step s + 1.
+  when it starts optimiser step s + 1, i.e. after s steps and before anything of step s + 1
+  (with ``PROBE_DIR``, ``killed-{rank}.json`` records when).
 * ``PROBE_KILL_IN_SAVE=s[@r]``: process r kills itself with SIGKILL while checkpoint-s is being
   written: after Accelerate has written its state into the temporary folder, before the
   folder is completed and renamed.
@@ -22,6 +23,7 @@ import json
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -44,6 +46,10 @@ def _hits(target, step: int, rank: int) -> bool:
 
 
 def _kill_self() -> None:
+    if os.environ.get("PROBE_DIR"):  # when it happened, for the test to time the others' exit
+        folder = Path(os.environ["PROBE_DIR"])
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"killed-{os.environ.get('RANK', '0')}.json").write_text(json.dumps({"time": time.time()}))
     sys.stdout.flush()
     sys.stderr.flush()
     os.kill(os.getpid(), signal.SIGKILL)
