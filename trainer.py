@@ -402,7 +402,7 @@ class Trainer:
             self.model.load_pretrained(cfg.path.pretrain_network)
 
         self._stop_signal = None
-        self.model.prepare(acc, training=mode == "train")
+        self.model.prepare(acc, training=mode == "train", channels_last=cfg.train.channels_last)
         try:
             self._start(mode)
         except BaseException:
@@ -727,7 +727,14 @@ class Trainer:
 
     def _to_device(self, batch: dict) -> dict:
         device = self.accelerator.device
-        return {k: (t.to(device, non_blocking=True) if isinstance(t, torch.Tensor) else t) for k, t in batch.items()}
+        layout = torch.channels_last if self.cfg.train.channels_last else torch.preserve_format
+
+        def move(t):
+            if not isinstance(t, torch.Tensor):
+                return t
+            return t.to(device, non_blocking=True, memory_format=layout if t.ndim == 4 else torch.preserve_format)
+
+        return {k: move(t) for k, t in batch.items()}
 
     def validate(self) -> dict[str, float]:
         from utils.trackers import log_images

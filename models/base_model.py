@@ -197,10 +197,13 @@ class BaseModel:
         optimizer.zero_grad(set_to_none=True)
 
     # -- services used by the trainer -------------------------------------------------------
-    def prepare(self, accelerator, training: bool = True) -> None:
-        """Move to the device and wrap for distributed training (networks, optimisers, schedules)."""
+    def prepare(self, accelerator, training: bool = True, channels_last: bool = False) -> None:
+        """Move to the device and wrap for distributed training (networks, optimisers, schedules).
+        ``channels_last``: weights in NHWC layout (same values; convolutions run faster)."""
         self.accelerator = accelerator
         for name, net in self.networks.items():
+            if channels_last:
+                net.to(memory_format=torch.channels_last)
             trainable = training and name in self.optimizers
             self.networks[name] = accelerator.prepare_model(net, evaluation_mode=not trainable)
         for name in self.optimizers:

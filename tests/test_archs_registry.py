@@ -85,3 +85,16 @@ def test_config_rebuilds_architecture(name):
     inputs = inputs_for(net)
     with torch.no_grad():
         assert torch.equal(rebuilt(**inputs), net(**inputs))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_channels_last_layout_gives_the_same_output(name):
+    """``train.channels_last`` converts networks and 4-D inputs to NHWC: every arch must accept it."""
+    net = build(name)
+    inputs = inputs_for(net)
+    with torch.no_grad():
+        y = net(**inputs)
+        net.to(memory_format=torch.channels_last)
+        nhwc = {k: (v.to(memory_format=torch.channels_last) if v.ndim == 4 else v) for k, v in inputs.items()}
+        y_cl = net(**nhwc)
+    torch.testing.assert_close(y_cl, y, atol=1e-5, rtol=1e-4)

@@ -257,6 +257,21 @@ def test_bf16_mixed_precision_on_cpu(data_root, tmp_path):
     assert np.isfinite(metrics["mean"]["psnr"])
 
 
+def test_channels_last_trains_resumes_and_exports_like_contiguous(data_root, tmp_path):
+    config = experiment(tmp_path, data_root, """
+        train: {max_steps: 4, val_every: 4, checkpoint_every: 2, ema_decay: null}
+    """)
+    assert train(config, "name=nchw") == 0
+    assert train(config, "name=nhwc", "train.channels_last=true", "train.max_steps=2") == 0
+    assert train(config, "name=nhwc", "train.channels_last=true", "--resume", "auto") == 0
+    nchw, nhwc = weights(run_dir(tmp_path, "nchw") / "last"), weights(run_dir(tmp_path, "nhwc") / "last")
+    assert all(v.is_contiguous() for v in nhwc.values())  # exported in the ordinary layout
+    assert max_diff(nchw, nhwc) <= 1e-5  # same computation, only the memory layout differs
+    scores = [json.loads((run_dir(tmp_path, n) / "results" / "val" / "step-4" / "metrics.json").read_text())
+              for n in ("nchw", "nhwc")]
+    assert abs(scores[0]["mean"]["psnr"] - scores[1]["mean"]["psnr"]) < 1e-2
+
+
 # -- errors ---------------------------------------------------------------------------------
 
 

@@ -145,6 +145,7 @@ class TrainConfig:
     checkpoint_every: int = 1000
     keep_checkpoints: int = 3
     mixed_precision: Literal["no", "fp16", "bf16"] = "no"
+    channels_last: bool = False  # networks and 4-D batch tensors in NHWC memory layout (faster convolutions)
     log_every: int = 10
     num_workers: int = 0
 
