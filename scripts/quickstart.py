@@ -189,6 +189,7 @@ def save_figure(outputs: dict, per_image: dict, path: Path) -> Path:
             ax.set_title(label, fontsize=8)
             if c == 0:
                 ax.set_ylabel(key, fontsize=9)
+    fig.suptitle("held-out images: top-left corner crops (strongest blur); PSNR over the whole image", fontsize=9)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.tmp.png")
