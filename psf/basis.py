@@ -29,10 +29,9 @@ def add_basis(path: str | os.PathLike, n_basis: int | None = None, energy: float
     from tqdm import tqdm
 
     path = resolve_psf_path(path)
-    with tqdm(total=3, desc="basis", unit="step", disable=not progress) as bar:
-        field = load_psf_field(path)
-        new, curve = field_with_basis(field, n_basis=n_basis, energy=energy, method=method)
-        bar.update()
+    field = load_psf_field(path)
+    new, curve = field_with_basis(field, n_basis=n_basis, energy=energy, method=method)
+    with tqdm(total=2, desc="basis figures + file", unit="step", disable=not progress) as bar:
         with staged_output(path.parent) as stage:
             if figures:
                 from psf.preview import save_basis_psfs, save_coef_maps, save_energy_curve, save_psf_grid

@@ -54,7 +54,7 @@ def save_psf_grid(field: PSFField, path: str | os.PathLike, title: str | None = 
 
 
 def save_basis_psfs(basis_psfs: torch.Tensor, path: str | os.PathLike, channel_order: str = "RGB",
-                    max_shown: int = 16) -> Path:
+                    max_shown: int = 8) -> Path:
     """Basis elements per channel (rows) -- signed, so a diverging colour map."""
     plt = _pyplot()
     b = basis_psfs[:, 0].double().numpy()  # [C, K, k, k]
@@ -77,7 +77,7 @@ def save_basis_psfs(basis_psfs: torch.Tensor, path: str | os.PathLike, channel_o
     return _save(fig, path)
 
 
-def save_coef_maps(field: PSFField, path: str | os.PathLike, max_shown: int = 16) -> Path:
+def save_coef_maps(field: PSFField, path: str | os.PathLike, max_shown: int = 8) -> Path:
     """Coefficient of every basis element at every node, drawn over the sensor (node cells)."""
     plt = _pyplot()
     gh, gw = field.grid_shape
@@ -102,7 +102,8 @@ def save_coef_maps(field: PSFField, path: str | os.PathLike, max_shown: int = 16
             if i == 0:
                 ax.set_ylabel(field.channel_order[ch], fontsize=9)
             fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02).ax.tick_params(labelsize=5)
-    fig.suptitle("basis coefficients per node (sensor pixels)", fontsize=9)
+    more = f", first {shown} of {k_basis}" if shown < k_basis else ""
+    fig.suptitle(f"basis coefficients per node (over the sensor{more})", fontsize=9)
     return _save(fig, path)
 
 

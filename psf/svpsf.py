@@ -191,8 +191,21 @@ class PSFSimulator:
         self.H_img = default_H_img(self.grid_shape, self.sensor_res) if H_img is None else np.asarray(H_img, np.float64)
         if self.H_img.shape != (3, 3):
             raise ConfigError(f"H_img must be 3x3, got shape {self.H_img.shape}")
-        self.device = torch.device(device)
+        try:
+            self.device = torch.device(device)
+        except (RuntimeError, TypeError):
+            raise ConfigError(f"unknown torch device '{device}'") from None
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise ConfigError(f"device '{device}' asked for but no CUDA GPU is available")
         self.options = build_options(self.psf_type, options)
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any] | str) -> "PSFSimulator":
+        """Rebuild the simulator from ``config()`` or a file's ``args`` attribute (JSON); the
+        ``command`` entry written by the CLI is ignored."""
+        if isinstance(config, str):
+            config = json.loads(config)
+        return cls(**{k: v for k, v in config.items() if k != "command"})
 
     @property
     def geometry(self) -> FieldGeometry:
@@ -204,7 +217,8 @@ class PSFSimulator:
             "psf_type": self.psf_type, "grid_shape": list(self.grid_shape), "psf_size": self.psf_size,
             "sensor_res": list(self.sensor_res), "seed": self.seed, "wavelengths_nm": list(self.wavelengths_nm),
             "pixel_pitch_um": self.pixel_pitch_um, "channel_order": self.channel_order,
-            "magnification": self.magnification, **_jsonable(dataclasses.asdict(self.options)),
+            "magnification": self.magnification, "H_img": self.H_img.tolist(),
+            **_jsonable(dataclasses.asdict(self.options)),
         }
 
     def H_obj(self) -> np.ndarray:

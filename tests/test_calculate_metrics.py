@@ -276,3 +276,6 @@ def test_write_reports_is_atomic(tmp_path, tid):
     csv_path, json_path = write_reports(result, tmp_path / "r")
     assert sorted(p.name for p in (tmp_path / "r").iterdir()) == ["metrics.csv", "metrics.json"]
     assert json.loads(json_path.read_text())["mean"]["psnr"] == pytest.approx(result.mean["psnr"])
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(DataError, match="must be a folder"):
+        write_reports(result, tmp_path / "file")

@@ -33,9 +33,19 @@ def test_not_counted_ops_and_params():
     assert count_params(net, trainable_only=True) == 4 * 3 + 4 + 100
 
 
-@pytest.mark.parametrize("name", ["NAFNet", "NAFNetLocal", "Restormer", "UNet"])
+@pytest.mark.parametrize("name", ["DnCNN", "NAFNet", "NAFNetLocal", "Restormer", "UNet"])
 def test_meta_device_count_equals_real_forward(name):
     config_cls, arch_cls = get_network_classes(name)
     meta = network_cost(lambda: arch_cls(config_cls.tiny()), size=40)
     real = network_cost(lambda: arch_cls(config_cls.tiny()), size=40, device="cpu")
     assert meta == real and meta["macs"] > 0
+
+
+def test_dncnn_closed_form():
+    """Paper configuration (17 layers, 64 channels, BN): params and MACs by hand."""
+    config_cls, arch_cls = get_network_classes("DnCNN")
+    cost = network_cost(lambda: arch_cls(config_cls()), size=256)
+    c, w, d = 3, 64, 17
+    params = (c * w * 9 + w) + (d - 2) * (w * w * 9 + 2 * w) + (w * c * 9 + c)
+    assert cost["params"] == params
+    assert cost["macs"] == 256 * 256 * 9 * (c * w + (d - 2) * w * w + w * c)

@@ -267,3 +267,13 @@ def test_tlc_network_equals_brute_force_pooling(official):
     x = torch.rand(1, 3, 90, 70, generator=torch.Generator().manual_seed(5))
     with torch.no_grad():
         torch.testing.assert_close(local(x), brute(x), atol=1e-5, rtol=0)
+
+
+def test_local_pool_half_precision_input_keeps_float32_accuracy():
+    x = torch.rand(1, 2, 300, 300, generator=torch.Generator().manual_seed(6)) + torch.linspace(0, 10, 300)
+    pool = LocalAvgPool2d((64, 48))
+    ref = brute_force_local_mean(x.bfloat16().float(), 64, 48)
+    y = pool(x.bfloat16())
+    assert y.dtype == torch.bfloat16
+    # Only the final rounding to bfloat16 (relative 2^-8) remains.
+    torch.testing.assert_close(y.float(), ref, atol=0, rtol=2 ** -8)

@@ -9,6 +9,7 @@ import torch
 from scipy import ndimage
 
 from psf.field import PSFField, default_H_img, save_psf_field
+from utils.pca import psf_basis
 from utils.sv_renderer import (
     SVRenderer,
     coef_maps,
@@ -31,13 +32,9 @@ def random_field(c_out=3, c_in=1, grid=(3, 4), k=7, sensor=(40, 50), seed=0) -> 
 
 
 def svd_basis(field: PSFField, k: int | None = None) -> PSFField:
-    """Truncated SVD basis per channel pair: psfs ≈ Σ_K coef · basis."""
-    m = field.psfs.double().flatten(-2)  # [C_out, C_in, N, k*k]
-    u, s, vh = torch.linalg.svd(m, full_matrices=False)
-    k = k or field.n_nodes
-    basis = vh[..., :k, :].reshape(*m.shape[:2], k, field.psf_size, field.psf_size)
-    coef = (u[..., :k] * s[..., None, :k]).transpose(-1, -2)
-    return field.with_basis(basis.float(), coef.float())
+    """Step 2's truncated-SVD basis (utils.pca): psfs ≈ Σ_K coef · basis."""
+    basis = psf_basis(field.psfs, n_basis=k or field.n_nodes, method="svd")
+    return field.with_basis(basis.basis_psfs.float(), basis.basis_coef.float())
 
 
 def psnr(a, b, peak=1.0):
@@ -257,12 +254,12 @@ def test_tiles_is_piecewise_constant():
 
 
 # -- autograd, dtype, device, io -------------------------------------------------------------------
-@pytest.mark.parametrize("method", ["full", "basis", "tiles"])
-def test_gradcheck(method):
+@pytest.mark.parametrize("method,strategy", [("full", "auto"), ("basis", "dense"), ("basis", "nodes"), ("tiles", "auto")])
+def test_gradcheck(method, strategy):
     f = random_field(grid=(2, 2), k=3, sensor=(6, 7))
     if method == "basis":
-        f = svd_basis(f)
-    renderer = SVRenderer(f, (6, 7), method=method, dtype=torch.float64)
+        f = svd_basis(f, 3)
+    renderer = SVRenderer(f, (6, 7), method=method, dtype=torch.float64, basis_strategy=strategy)
     x = torch.rand(1, 3, 6, 7, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(renderer, (x,))
 
@@ -301,3 +298,48 @@ def test_elliptical_field_is_normalised_and_asymmetric_off_axis():
     diag = ((xx + yy) / math.sqrt(2)).square().mul(corner).sum()
     anti = ((xx - yy) / math.sqrt(2)).square().mul(corner).sum()
     assert diag > 2 * anti
+
+
+def test_bench_render_writes_the_documented_json(tmp_path):
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "scripts" / "bench_render.py"
+    spec = importlib.util.spec_from_file_location("bench_render", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "bench.json"
+    assert bench.main(["--size", "40", "--grid", "3", "--psf_size", "7", "--n_basis", "2", "9", "--repeats", "1",
+                       "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["brute_force_s"] > 0
+    by_name = {(m["name"], m["K"]): m for m in result["methods"]}
+    assert {("basis", 2), ("basis", 9), ("full", 9), ("tiles", 9)} <= set(by_name)
+    for (name, k), m in by_name.items():  # the K-FFT evaluation is listed whenever auto chose the node supports
+        assert name != "basis_dense" or by_name[("basis", k)]["strategy"] == "nodes"
+        assert name != "basis" or m["strategy"] == "dense" or ("basis_dense", k) in by_name
+    for m in result["methods"]:
+        assert m["seconds"] > 0 and m["speedup"] == pytest.approx(result["brute_force_s"] / m["seconds"])
+    exact = [by_name[("basis", 9)]["psnr_vs_exact"], by_name[("full", 9)]["psnr_vs_exact"]]
+    assert all(p is None or p > 80 for p in exact)  # K = N is exact (None: bit-identical)
+    assert by_name[("basis", 2)]["psnr_vs_exact"] < 80 and by_name[("tiles", 9)]["psnr_vs_exact"] < 80
+
+
+@pytest.mark.parametrize("c_in", [1, 3])
+def test_basis_strategies_are_the_same_sum(c_in):
+    """Σ_k B_k ∗ (a_k ⊙ x) on K dense FFTs == on node supports with the reconstructed node PSFs."""
+    f = random_field(c_in=c_in, grid=(3, 4), k=7, sensor=(30, 41))
+    x = torch.rand(2, 3, 30, 41, dtype=torch.float64)
+    for k in (2, 12):
+        g = svd_basis(f, k)
+        dense = SVRenderer(g, (30, 41), dtype=torch.float64, basis_strategy="dense")
+        nodes = SVRenderer(g, (30, 41), dtype=torch.float64, basis_strategy="nodes")
+        assert (dense.strategy, nodes.strategy) == ("dense", "nodes")
+        assert torch.allclose(dense(x), nodes(x), atol=1e-12)
+    assert torch.allclose(nodes(x), render_brute_force(x, f), atol=1e-6)  # K = N: exact
+    # auto: dense for a small K, node supports for a large one (less FFT work).
+    big = random_field(grid=(9, 9), k=33, sensor=(512, 512))
+    assert SVRenderer(svd_basis(big, 2), (512, 512)).strategy == "dense"
+    assert SVRenderer(svd_basis(big, 40), (512, 512)).strategy == "nodes"
+

@@ -14,6 +14,7 @@ from models.archs import define_network
 from models.archs.wiener_arch import region_weights, wiener_deconvolve
 from psf.field import PSFField, default_H_img
 from utils.noise import gaussian_noise
+from utils.pca import psf_basis
 from utils.sv_renderer import coef_maps, elliptical_gaussian_field, render
 
 
@@ -119,12 +120,10 @@ def test_region_wise_oracle_beats_the_centre_psf(varying_case):
 def test_regions_rebuild_psfs_from_any_basis(varying_case):
     """A truncated SVD basis (components are not PSFs): 'regions' still works, 'components' would not."""
     x, y, field = varying_case
-    m = field.psfs.double().flatten(-2)
-    u, s, vh = torch.linalg.svd(m, full_matrices=False)
     k = 10
-    svd = {"basis_psfs": vh[..., :k, :].reshape(3, 1, k, 21, 21)[None],
-           "basis_coef": coef_maps(field.with_basis(vh[..., :k, :].reshape(3, 1, k, 21, 21).float(),
-                                                    (u[..., :k] * s[..., None, :k]).transpose(-1, -2).float()),
+    basis = psf_basis(field.psfs, n_basis=k, method="svd")
+    svd = {"basis_psfs": basis.basis_psfs[None],
+           "basis_coef": coef_maps(field.with_basis(basis.basis_psfs.float(), basis.basis_coef.float()),
                                    128, 128, dtype=torch.float64)[None]}
     full = {"basis_psfs": field.psfs.double()[None], "basis_coef": coef_maps(field, 128, 128, dtype=torch.float64)[None]}
     net = wiener("regions", 3e-3, regions=(5, 5))

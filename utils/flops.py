@@ -38,7 +38,7 @@ def count_flops(net: nn.Module, inputs: Mapping[str, torch.Tensor] | torch.Tenso
                 net(**inputs)
     finally:
         net.train(was_training)
-    by_op = {str(op).removeprefix("aten."): int(n) for op, n in counter.get_flop_counts()["Global"].items()}
+    by_op = {str(op).removeprefix("aten."): int(n) for op, n in counter.get_flop_counts().get("Global", {}).items()}
     by_op["total"] = int(counter.get_total_flops())
     return by_op
 

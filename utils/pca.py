@@ -6,8 +6,8 @@ Per channel pair, the node PSFs are the rows of X [N, k*k]. Two decompositions (
 * ``pca`` (default): element 0 is the mean PSF with coefficient 1 at every node; elements
   1..K-1 are the leading right singular vectors of the centred X. Every node PSF sums to 1, so
   the centred rows sum to 0 and so does every principal component: a truncated reconstruction
-  still sums to 1 at every node and, with bilinear coefficients, at every pixel (flat fields keep
-  their brightness for any K).
+  still sums to 1 at every node and, with bilinear coefficients, at every pixel, like the exact
+  PSFs: a rendered image keeps its total flux for any K.
 * ``svd``: the leading right singular vectors of the uncentred X (smallest squared error for a
   given K, without that guarantee).
 

@@ -11,19 +11,20 @@ nearest node is used). Writing ``w_n(p)`` for the bilinear weight of node n at p
 
 a linear convolution per term (Nagy & O'Leary, SIAM J. Sci. Comput. 19(4), 1998, eq. 2.5;
 Flicker & Rigaut, JOSA A 22(3), 2005 for the low-rank basis form). ``∗`` is evaluated with
-batched real FFTs on a zero-extended domain, so nothing ever wraps around.
+real FFTs on a zero-extended domain, so nothing ever wraps around.
 
 Methods (``render(..., method=...)``):
 
 * ``basis``  (default when the field carries a basis): dense coefficient maps, one FFT per
-  basis component and input channel.
+  basis component and input channel; for large K the same sum is evaluated on the node
+  supports instead (identical by linearity, less work; ``SVRenderer(basis_strategy=...)``).
 * ``full``   (default without a basis): the node PSFs themselves with their bilinear weights.
   Each node's weight map is non-zero only on the cells around it, so every node is
-  convolved on its own support only (grouped, batched FFTs): exact and fast.
+  convolved on its own support only (one small FFT pair per node): exact and fast.
 * ``tiles``  fixed tiles: every source pixel takes the PSF of its nearest node (piecewise
   constant field, overlap-add across tile borders). An approximation, for comparison.
 * ``brute_force`` the reference: the interpolated PSF of every source pixel, scattered
-  pixel by pixel (``F.fold``). Slow; for tests and benchmarks.
+  tap by tap over all pixels. O(H·W·k²); for tests and benchmarks.
 
 Boundaries: ``reflect`` (default) extends the image by mirror reflection (no edge repeat)
 before blurring, the padded source pixels taking the coefficients of the nearest image pixel;
@@ -40,7 +41,6 @@ from __future__ import annotations
 
 import math
 import os
-from collections import defaultdict
 from dataclasses import dataclass
 
 import numpy as np
@@ -178,6 +178,8 @@ def _clamp_index(n: int, r: int, device=None) -> torch.Tensor:
 def _pad_image(x: torch.Tensor, r: int, boundary: str) -> torch.Tensor:
     if boundary == "zero":
         return F.pad(x, (r, r, r, r))
+    if r < min(x.shape[-2:]):
+        return F.pad(x, (r, r, r, r), mode="reflect")
     iy = _reflect_index(x.shape[-2], r, x.device)
     ix = _reflect_index(x.shape[-1], r, x.device)
     return x[..., iy, :][..., ix]
@@ -205,13 +207,13 @@ def _fast_len(n: int) -> int:
 
 # -- the renderer -------------------------------------------------------------------------------
 @dataclass
-class _NodeGroup:
-    """Nodes whose supports have the same (h, w): convolved together in one batched FFT."""
+class _NodeSupport:
+    """Where one node's weight is non-zero (padded coordinates) and its PSF's spectrum."""
 
-    boxes: list[tuple[int, int]]  # (y0, x0) of each support in padded coordinates
-    size: tuple[int, int]  # (h, w) of the supports
-    weights: torch.Tensor  # [G, h, w]
-    kernel_ft: torch.Tensor  # [G, C_out, C_in, Lh, Lw//2+1]
+    y0: int
+    x0: int
+    weights: torch.Tensor  # [h, w] bilinear (or nearest-node) weights of the node on its support
+    kernel_ft: torch.Tensor  # [C_out, C_in, Lh, Lw//2+1], Lh >= h + k - 1: a full linear convolution
     fft_size: tuple[int, int]
 
 
@@ -220,10 +222,16 @@ class SVRenderer:
 
     Preparing (coefficient maps, kernel spectra) costs about one render; reuse the object
     for many images of the same size (datasets, benchmarks). Differentiable in ``x``.
+
+    ``basis_strategy`` (method ``basis``): ``dense`` evaluates Σ_k B_k ∗ (a_k ⊙ x) with K
+    full-image FFTs per channel; ``nodes`` evaluates the identical sum on the node supports
+    with the node PSFs the basis reconstructs (linearity); ``auto`` (default) takes the one
+    with less FFT work (dense for small K). ``self.strategy`` says which was used.
     """
 
     def __init__(self, psf, image_size: tuple[int, int], boundary: str = "reflect", method: str = "auto",
-                 origin=(0, 0), n_basis: int | None = None, device=None, dtype=torch.float32):
+                 origin=(0, 0), n_basis: int | None = None, device=None, dtype=torch.float32,
+                 basis_strategy: str = "auto"):
         field = _as_field(psf)
         if boundary not in BOUNDARIES:
             raise ValueError(f"boundary must be one of {BOUNDARIES}, got {boundary!r}")
@@ -239,10 +247,22 @@ class SVRenderer:
         self.n_basis = n_basis
         self.device, self.dtype = torch.device(device) if device is not None else torch.device("cpu"), dtype
         self.radius = field.psf_size // 2
-        if method == "basis":
-            self._prepare_basis()
-        elif method in ("full", "tiles"):
-            self._prepare_nodes(nearest=method == "tiles")
+        if basis_strategy not in ("auto", "dense", "nodes"):
+            raise ValueError(f"basis_strategy must be auto, dense or nodes, got {basis_strategy!r}")
+        self.strategy = {"basis": "dense", "full": "nodes", "tiles": "nodes", "brute_force": "brute_force"}[method]
+        if method in ("full", "tiles"):
+            self._prepare_nodes(self.field.psfs, self._node_supports(nearest=method == "tiles"))
+        elif method == "basis":
+            supports = self._node_supports(nearest=False) if basis_strategy != "dense" else None
+            if basis_strategy == "nodes" or (basis_strategy == "auto" and self._nodes_cheaper(supports)):
+                # a_k = Σ_n coef[k, n] w_n, so Σ_k B_k ∗ (a_k ⊙ x) = Σ_n (Σ_k coef[k, n] B_k) ∗ (w_n ⊙ x):
+                # the same render, from the node PSFs as the basis reconstructs them.
+                basis_psfs, basis_coef = _basis(field, n_basis)
+                node_psfs = torch.einsum("oikn,oikyx->oinyx", basis_coef.double(), basis_psfs.double())
+                self.strategy = "nodes"
+                self._prepare_nodes(node_psfs, supports)
+            else:
+                self._prepare_basis()
 
     # -- preparation ------------------------------------------------------------------------
     def _padded_size(self):
@@ -258,32 +278,43 @@ class SVRenderer:
         self.fft_size = (_fast_len(hp), _fast_len(wp))
         self.kernel_ft = torch.fft.rfft2(basis_psfs.to(self.device, torch.float64), s=self.fft_size).to(_complex(self.dtype))
 
-    def _prepare_nodes(self, nearest: bool):
+    def _node_supports(self, nearest: bool) -> list[tuple[int, int, int, torch.Tensor]]:
+        """(node, y0, x0, weights [h, w]) where each node's weight is non-zero, padded coordinates."""
         f, r = self.field, self.radius
-        k = f.psf_size
         index, weight = node_weights(f, self.height, self.width, self.origin, self.device, nearest)
         index, weight = _pad_maps(index, r), _pad_maps(weight, r)
-        hp, wp = index.shape[-2:]
-        maps = torch.zeros(f.n_nodes, hp, wp, dtype=torch.float64, device=self.device)
-        maps.scatter_add_(0, index, weight)
-        support = maps > 0
-        rows, cols = support.any(dim=2), support.any(dim=1)
-        groups: dict[tuple[int, int], list] = defaultdict(list)
+        supports = []
         for n in range(f.n_nodes):
-            ys, xs = torch.nonzero(rows[n]).flatten(), torch.nonzero(cols[n]).flatten()
+            mine = (index == n) & (weight > 0)  # [4, Hp, Wp]: where node n has weight
+            support = mine.any(dim=0)
+            ys, xs = torch.nonzero(support.any(dim=1)).flatten(), torch.nonzero(support.any(dim=0)).flatten()
             if len(ys) == 0:
                 continue  # this node influences no pixel of this image
             y0, y1, x0, x1 = int(ys[0]), int(ys[-1]) + 1, int(xs[0]), int(xs[-1]) + 1
-            groups[(y1 - y0, x1 - x0)].append((n, y0, x0))
-        psfs = f.psfs.to(self.device, torch.float64)
-        self.groups = []
-        for (h, w), members in sorted(groups.items()):
-            fft_size = (_fast_len(h + k - 1), _fast_len(w + k - 1))
-            nodes = [n for n, _, _ in members]
-            weights = torch.stack([maps[n, y0:y0 + h, x0:x0 + w] for n, y0, x0 in members])
-            kernel_ft = torch.fft.rfft2(psfs[:, :, nodes].movedim(2, 0), s=fft_size)
-            self.groups.append(_NodeGroup([(y0, x0) for _, y0, x0 in members], (h, w), weights.to(self.dtype),
-                                          kernel_ft.to(_complex(self.dtype)), fft_size))
+            supports.append((n, y0, x0, (weight[:, y0:y1, x0:x1] * mine[:, y0:y1, x0:x1]).sum(0)))
+        return supports
+
+    def _nodes_cheaper(self, supports) -> bool:
+        """FFT work (n log n per transform) of the node-support form vs K dense transforms per channel."""
+        f, k = self.field, self.field.psf_size
+        cost = lambda h, w: h * w * math.log2(max(h * w, 2))  # noqa: E731
+        channels_in = f.c_in if f.c_in > 1 else f.c_out
+        n_dense = (f.c_out * f.c_in if f.c_in > 1 else f.c_out) * _basis(f, self.n_basis)[0].shape[2] + f.c_out
+        dense = n_dense * cost(*(_fast_len(s) for s in self._padded_size()))
+        nodes = sum((channels_in + f.c_out) * cost(_fast_len(w.shape[0] + k - 1), _fast_len(w.shape[1] + k - 1))
+                    for _, _, _, w in supports)
+        # Per-node overheads (crops, many small transforms) weigh ~30% more than the count says:
+        # measured break-even K ≈ 8-10 for 512² images on 9×9 nodes.
+        return 1.3 * nodes < dense
+
+    def _prepare_nodes(self, node_psfs: torch.Tensor, supports):
+        k = self.field.psf_size
+        psfs = node_psfs.to(self.device, torch.float64)
+        self.supports = []
+        for n, y0, x0, w_n in supports:
+            fft_size = (_fast_len(w_n.shape[0] + k - 1), _fast_len(w_n.shape[1] + k - 1))
+            kernel_ft = torch.fft.rfft2(psfs[:, :, n], s=fft_size).to(_complex(self.dtype))
+            self.supports.append(_NodeSupport(y0, x0, w_n.to(self.dtype), kernel_ft, fft_size))
 
     # -- application ------------------------------------------------------------------------
     def _check(self, x: torch.Tensor):
@@ -297,27 +328,44 @@ class SVRenderer:
             kind = "cross-talk PSFs need" if f.c_in > 1 else "per-channel PSFs need"
             raise ValueError(f"{kind} {want} image channels ({f.channel_order}), got {x.shape[1]}")
 
+    def to(self, device) -> "SVRenderer":
+        """Move the prepared maps and spectra (done automatically on the first call with x elsewhere)."""
+        device = torch.device(device)
+        if device != self.device:
+            if self.strategy == "dense":
+                self.maps, self.kernel_ft = self.maps.to(device), self.kernel_ft.to(device)
+            elif self.strategy == "nodes":
+                for sup in self.supports:
+                    sup.weights, sup.kernel_ft = sup.weights.to(device), sup.kernel_ft.to(device)
+            self.device = device
+        return self
+
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         self._check(x)
+        self.to(x.device)
         x = x.to(self.dtype)
         if self.method == "brute_force":
             return render_brute_force(x, self.field, self.boundary, self.origin)
         xp = _pad_image(x, self.radius, self.boundary)
-        if self.method == "basis":
-            return self._apply_basis(xp)
-        return self._apply_nodes(xp)
+        return self._apply_basis(xp) if self.strategy == "dense" else self._apply_nodes(xp)
 
     def _apply_basis(self, xp: torch.Tensor) -> torch.Tensor:
         c, (h, w) = 2 * self.radius, (self.height, self.width)
         maps, kft = self.maps, self.kernel_ft
-        if self.field.c_in == 1:
-            # Per-channel: m[b, ch, k] = a[ch, k] ⊙ x[b, ch]; a single-channel field serves every channel.
-            m = maps[:, 0].unsqueeze(0) * xp.unsqueeze(2)  # [B, C, K, Hp, Wp]
-            y = (torch.fft.rfft2(m, s=self.fft_size) * kft[:, 0]).sum(2)
-        else:
-            m = maps.unsqueeze(0) * xp[:, None, :, None]  # [B, C_out, C_in, K, Hp, Wp]
-            y = (torch.fft.rfft2(m, s=self.fft_size) * kft).sum((2, 3))
-        return torch.fft.irfft2(y, s=self.fft_size)[..., c:c + h, c:c + w]
+        c_out = xp.shape[1] if self.field.c_in == 1 else self.field.c_out
+        out = []
+        # One modulated image at a time, accumulated in the Fourier domain: the working set stays
+        # in cache, which is several times faster than one batched FFT over all K (and bounded in memory).
+        for o in range(c_out):
+            spec = None
+            for i in range(self.field.c_in):
+                src = xp[:, o if self.field.c_in == 1 else i]  # [B, Hp, Wp]
+                mo = o if maps.shape[0] > 1 else 0  # a single-channel field serves every channel
+                for k in range(maps.shape[2]):
+                    term = torch.fft.rfft2(maps[mo, i, k] * src, s=self.fft_size)
+                    spec = term * kft[mo, i, k] if spec is None else spec.addcmul_(term, kft[mo, i, k])
+            out.append(torch.fft.irfft2(spec, s=self.fft_size)[..., c:c + h, c:c + w])
+        return torch.stack(out, dim=1)
 
     def _apply_nodes(self, xp: torch.Tensor) -> torch.Tensor:
         f, k = self.field, self.field.psf_size
@@ -325,17 +373,16 @@ class SVRenderer:
         c_out = xp.shape[1] if f.c_in == 1 else f.c_out
         hp, wp = xp.shape[-2:]
         full = xp.new_zeros(b, c_out, hp + k - 1, wp + k - 1)
-        for g in self.groups:
-            h, w = g.size
-            crops = torch.stack([xp[:, :, y0:y0 + h, x0:x0 + w] for y0, x0 in g.boxes], dim=1)  # [B, G, C, h, w]
-            spec = torch.fft.rfft2(crops * g.weights[None, :, None], s=g.fft_size)
+        # Node by node (small FFTs that stay in cache): each node convolves its own support.
+        for s in self.supports:
+            h, w = s.weights.shape
+            spec = torch.fft.rfft2(xp[:, :, s.y0:s.y0 + h, s.x0:s.x0 + w] * s.weights, s=s.fft_size)  # [B, C, ...]
             if f.c_in == 1:
-                spec = spec * g.kernel_ft[:, :, 0]
+                spec = spec * s.kernel_ft[:, 0]
             else:
-                spec = (spec.unsqueeze(2) * g.kernel_ft).sum(3)  # out_o = Σ_i psf[o, i] ∗ x_i
-            blurred = torch.fft.irfft2(spec, s=g.fft_size)[..., : h + k - 1, : w + k - 1]  # full linear convolution
-            for i, (y0, x0) in enumerate(g.boxes):
-                full[:, :, y0:y0 + h + k - 1, x0:x0 + w + k - 1] += blurred[:, i]
+                spec = (spec.unsqueeze(1) * s.kernel_ft).sum(2)  # out_o = Σ_i psf[o, i] ∗ x_i
+            blurred = torch.fft.irfft2(spec, s=s.fft_size)[..., : h + k - 1, : w + k - 1]  # full linear convolution
+            full[:, :, s.y0:s.y0 + h + k - 1, s.x0:s.x0 + w + k - 1] += blurred
         c = 2 * self.radius
         return full[..., c:c + self.height, c:c + self.width]
 
@@ -380,13 +427,16 @@ def render_brute_force(x: torch.Tensor, psf, boundary: str = "reflect", origin=(
     for ty in range(k):
         for tx in range(k):
             tap = taps[..., ty, tx]  # [C_out, C_in, N]
-            pixel_tap = sum(tap[..., index[j]] * weight[j] for j in range(4))  # [C_out, C_in, Hp, Wp]
-            if field.c_in == 1:
-                contrib = pixel_tap[:, 0] * xp
-            else:
-                contrib = (pixel_tap.unsqueeze(0) * xp[:, None]).sum(2)  # out_o = Σ_i psf[o, i] x_i
+            # This tap of every source pixel's own PSF: bilinear mix of its four nodes' taps.
+            pixel_tap = tap[..., index[0]] * weight[0]  # [C_out, C_in, Hp, Wp]
+            for j in range(1, 4):
+                pixel_tap.addcmul_(tap[..., index[j]], weight[j])
             # Source q with tap (ty, tx) = offset (ty - r, tx - r) lands at q + offset (+ r in `full`).
-            full[:, :, ty:ty + hp, tx:tx + wp] += contrib
+            target = full[:, :, ty:ty + hp, tx:tx + wp]
+            if field.c_in == 1:
+                target.addcmul_(pixel_tap[:, 0], xp)
+            else:
+                target.add_((pixel_tap.unsqueeze(0) * xp[:, None]).sum(2))  # out_o = Σ_i psf[o, i] x_i
     c = 2 * r
     return full[..., c:c + h, c:c + w]
 
@@ -448,7 +498,7 @@ def simulate_capture(gt: torch.Tensor, renderer: SVRenderer, noise=None, generat
     """Degrade sRGB ``gt`` [B, C, H, W] as a camera would: blur (in linear light by default),
     noise (``utils.noise.NoiseModel``: Poisson-Gaussian in linear light, Gaussian in sRGB),
     back to sRGB, and quantise to ``bits`` (None: keep floats, unclipped)."""
-    from utils.noise import NoiseModel, linear_to_srgb, quantize, srgb_to_linear
+    from utils.noise import NoiseModel, quantize, srgb_to_linear
 
     noise = noise or NoiseModel()
     if linear_light:

@@ -160,14 +160,16 @@ class LocalAvgPool2d(nn.Module):
         if kh >= h and kw >= w:
             return F.adaptive_avg_pool2d(x, 1)
         k1, k2 = min(h, kh), min(w, kw)
-        # Summed-area table of the map minus its mean: the same window means, but the table's
-        # entries (and so float32 cancellation in the differences) stay small on large images.
-        mean = x.mean(dim=(-2, -1), keepdim=True)
-        s = F.pad((x - mean).cumsum(dim=-1).cumsum(dim=-2), (1, 0, 1, 0))
+        # Summed-area table of the map minus its mean, in float32 even under autocast: the same
+        # window means, but the entries (and so the cancellation in their differences) stay small.
+        xf = x.float()
+        mean = xf.mean(dim=(-2, -1), keepdim=True)
+        s = F.pad((xf - mean).cumsum(dim=-1).cumsum(dim=-2), (1, 0, 1, 0))
         out = s[..., k1:, k2:] + s[..., :-k1, :-k2] - s[..., :-k1, k2:] - s[..., k1:, :-k2]
         out = out / (k1 * k2) + mean
         oh, ow = out.shape[-2:]
-        return F.pad(out, ((w - ow) // 2, (w - ow + 1) // 2, (h - oh) // 2, (h - oh + 1) // 2), mode="replicate")
+        out = F.pad(out, ((w - ow) // 2, (w - ow + 1) // 2, (h - oh) // 2, (h - oh + 1) // 2), mode="replicate")
+        return out.to(x.dtype)
 
     def extra_repr(self) -> str:
         return f"kernel_size={self.kernel_size}"

@@ -112,7 +112,7 @@ class EvaluationResult:
     inf_counts: dict[str, int] = field(default_factory=dict)
 
     def to_json(self) -> str:
-        return json.dumps(_json_safe({
+        return json.dumps(json_safe({
             "convention": self.convention,
             "mean": self.mean,
             "dataset": self.dataset,
@@ -159,14 +159,14 @@ def _fmt_csv(value: float) -> str:
     return "inf" if math.isinf(value) else repr(float(value))
 
 
-def _json_safe(obj):
+def json_safe(obj):
     """JSON has no infinity: +inf PSNR is written as the string "inf"."""
     if isinstance(obj, float) and math.isinf(obj):
         return "inf" if obj > 0 else "-inf"
     if isinstance(obj, dict):
-        return {k: _json_safe(v) for k, v in obj.items()}
+        return {k: json_safe(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
+        return [json_safe(v) for v in obj]
     return obj
 
 
@@ -331,23 +331,25 @@ def evaluate_folders(
     return EvaluationResult(convention, per_image, mean, dataset, inf_counts)
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def write_reports(result: EvaluationResult, out_dir: str | os.PathLike) -> tuple[Path, Path]:
-    """``metrics.csv`` (one row per image) and ``metrics.json``, each written atomically."""
+    """``metrics.csv`` (one row per image) and ``metrics.json``: both written to temporary files
+    first and renamed only when both are complete, so a failure leaves no partial report."""
     out_dir = Path(out_dir)
-    csv_path, json_path = out_dir / "metrics.csv", out_dir / "metrics.json"
-    csv_text, json_text = result.to_csv(), result.to_json() + "\n"
-    write_text_atomic(csv_path, csv_text)
-    write_text_atomic(json_path, json_text)
-    return csv_path, json_path
+    if out_dir.exists() and not out_dir.is_dir():
+        raise DataError(f"--out must be a folder, {out_dir} is a file")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    targets = {out_dir / "metrics.csv": result.to_csv(), out_dir / "metrics.json": result.to_json() + "\n"}
+    temps: dict[Path, str] = {}
+    try:
+        for path, text in targets.items():
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=out_dir)
+            temps[path] = tmp
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                fh.write(text)
+        for path, tmp in temps.items():
+            os.replace(tmp, path)
+    finally:
+        for tmp in temps.values():
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    return out_dir / "metrics.csv", out_dir / "metrics.json"

@@ -24,7 +24,6 @@ from typing import Sequence
 import numpy as np
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from utils.errors import DataError
 from utils.metrics.common import MetricInputError

@@ -1,0 +1,794 @@
+#!/usr/bin/env python
+"""Train, validate and test restoration models from an experiment YAML.
+
+    accelerate launch trainer.py -opt checkpoints/NAFNet.yml [--resume auto|PATH] [a.b=c ...]
+    accelerate launch trainer.py -opt checkpoints/NAFNet.yml -test [--weights PATH]
+    torchrun --nproc_per_node 2 trainer.py -opt ...          (CPU: gloo, one process per rank)
+
+The trainer owns the loop: Accelerate (processes, mixed precision, gradient accumulation),
+the data order, logging (text log, tqdm, TensorBoard, Comet ML), validation, EMA and
+checkpoints. The model (``model_type``) owns its networks, losses and one optimisation step.
+Run directory ``{path.root}/{name}/``: config.yaml, checkpoints/checkpoint-{step}/, best/,
+last/, logs/, results/ (docs/training.md).
+
+Exit codes: 0 done; 2 bad input (one line on stderr; --debug for the traceback); 75 stopped
+by SIGTERM/SIGUSR1 after writing a checkpoint (requeue, then --resume auto).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import re
+import shutil
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from utils.errors import ConfigError, DataError, RestorelabError, run_cli
+
+EXIT_REQUEUE = 75  # os.EX_TEMPFAIL: Slurm scripts requeue on it
+CHECKPOINT_RE = re.compile(r"checkpoint-(\d+)")
+STATE_FILE = "trainer_state.json"
+EMA_FILE = "ema.safetensors"
+PREEMPT_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+
+
+class TrainingError(RestorelabError):
+    """Training cannot go on (e.g. a NaN loss); the last good checkpoint is kept."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Data order
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """Seed of epoch ``epoch``'s sample permutation (independent streams per (seed, epoch))."""
+    return int(np.random.SeedSequence([seed, epoch]).generate_state(1, dtype=np.uint64)[0])
+
+
+class TrainStream:
+    """Per-process training micro-batches in an order fixed by (seed, epoch) alone.
+
+    Epoch e is a permutation of the dataset drawn from ``epoch_seed(seed, e)``. Global
+    micro-batch g holds its samples [g·G, (g+1)·G) with G = batch_size × processes, and
+    process r takes [r·batch_size, (r+1)·batch_size) of those, so N processes see exactly
+    the samples one process would with an N× batch. Incomplete last batches are dropped.
+    ``start`` is the number of micro-batches already consumed (resume: no sample is loaded
+    to skip them). ``dataset.set_epoch(e)`` is called before each epoch, so per-sample
+    randomness can be drawn from (seed, epoch, index).
+    """
+
+    def __init__(self, dataset, batch_size: int, rank: int, world: int, seed: int, num_workers: int = 0,
+                 start: int = 0, pin_memory: bool = False):
+        self.dataset = dataset
+        self.batch_size = batch_size
+        self.rank = rank
+        self.world = world
+        self.seed = seed
+        self.num_workers = num_workers
+        self.start = start
+        self.pin_memory = pin_memory
+        self.global_batch = batch_size * world
+        self.batches_per_epoch = len(dataset) // self.global_batch
+
+    def epoch_batches(self, epoch: int, first: int = 0) -> list[list[int]]:
+        """This process's index lists for global micro-batches ``first``.. of ``epoch``."""
+        perm = torch.randperm(len(self.dataset), generator=torch.Generator().manual_seed(epoch_seed(self.seed, epoch)))
+        out = []
+        for g in range(first, self.batches_per_epoch):
+            lo = g * self.global_batch + self.rank * self.batch_size
+            out.append(perm[lo: lo + self.batch_size].tolist())
+        return out
+
+    def __iter__(self) -> Iterator[dict]:
+        from torch.utils.data import DataLoader
+
+        epoch, first = divmod(self.start, self.batches_per_epoch)
+        while True:
+            if hasattr(self.dataset, "set_epoch"):
+                self.dataset.set_epoch(epoch)
+            loader = DataLoader(self.dataset, batch_sampler=self.epoch_batches(epoch, first),
+                                num_workers=self.num_workers, pin_memory=self.pin_memory)
+            yield from loader
+            epoch, first = epoch + 1, 0
+
+
+PSF_KEYS = ("psf", "basis_psfs", "basis_coef")
+
+
+def dataset_options(options: dict, keywords: list[str], seed: int, batch_keys: tuple[str, ...]) -> dict:
+    """Constructor keywords of a dataset: the YAML mapping plus what the experiment implies,
+    for datasets that take them and where the YAML leaves them unset:
+
+    * ``seed``: the experiment ``seed`` (training randomness comes from (seed, epoch, index));
+    * ``psf_keys``: the PSF entries (psf, basis_psfs, basis_coef) the model's networks read
+      (their ``input_keys``), so a PSF-aware network gets them without extra YAML.
+    """
+    options = dict(options)
+    if "seed" in keywords and "seed" not in options:
+        options["seed"] = seed
+    wanted = [k for k in batch_keys if k in PSF_KEYS]
+    if wanted and "psf_keys" in keywords and options.get("psf_keys") is None:
+        options["psf_keys"] = wanted
+    return options
+
+
+def shard_indices(n: int, rank: int, world: int) -> list[int]:
+    """Evaluation shard of one process: every ``world``-th image, no padding or duplicates."""
+    return list(range(rank, n, world))
+
+
+# ---------------------------------------------------------------------------------------------
+# Scoring (utils.metrics; predictions quantised exactly like a saved 8-bit PNG)
+
+
+def quantize_uint8(x: torch.Tensor) -> torch.Tensor:
+    """Clamp to [0, 1] and round to the 256 levels a saved PNG holds (float64 rounding, as
+    utils.image_io.quantize does), returned as float32 values k/255."""
+    return (torch.round(x.detach().double().clamp(0.0, 1.0) * 255.0) / 255.0).float()
+
+
+def score(pred: torch.Tensor, gt: torch.Tensor, names: tuple[str, ...], crop_border: int,
+          test_y_channel: bool) -> dict[str, torch.Tensor]:
+    """Per-image metric values (Tensor[B] each) by utils.metrics on 8-bit levels (clamped and
+    rounded exactly as the saved PNG), the numbers calculate_metrics.py gives on the files."""
+    from utils.metrics import compute_metrics
+
+    return compute_metrics(pred, gt, names=names, crop_border=crop_border, test_y_channel=test_y_channel,
+                           round_to_uint8=True)
+
+
+def higher_is_better(name: str) -> bool:
+    from utils.metrics import higher_is_better as direction
+
+    return direction(name)
+
+
+def output_name(key: str) -> str:
+    """Relative PNG path of a sample's output: ``"sub/img_01.jpg"`` -> ``"sub/img_01.png"``."""
+    from utils.image_io import IMAGE_EXTENSIONS
+
+    path = Path(str(key))
+    if path.is_absolute() or ".." in path.parts:
+        path = Path(*[p for p in path.parts if p not in ("..", path.anchor)])
+    if path.suffix.lower() in IMAGE_EXTENSIONS:
+        path = path.with_suffix("")
+    return path.as_posix() + ".png"
+
+
+def write_metrics_files(folder: Path, per_image: dict[str, dict[str, float]], names: tuple[str, ...],
+                        crop_border: int, test_y_channel: bool, source: dict) -> dict[str, float]:
+    """``metrics.json`` ({"convention", "mean", "per_image", ...}) and ``metrics.csv`` through the
+    writer calculate_metrics.py uses (same shapes, same inf handling); returns the means."""
+    from utils.metrics.folders import EvaluationResult, convention_record, write_reports
+
+    mean = mean_over_images(per_image, names)
+    inf_counts = {n: c for n in names if (c := sum(math.isinf(v[n]) for v in per_image.values()))}
+    convention = convention_record(list(names), crop_border, test_y_channel, True, None)
+    convention.update({"toolbox": "restorelab trainer.py (BasicSR convention, the code calculate_metrics.py runs)",
+                       **source, "n_images": len(per_image)})
+    write_reports(EvaluationResult(convention, per_image, mean, {}, inf_counts), folder)
+    return mean
+
+
+def mean_over_images(per_image: dict[str, dict[str, float]], names) -> dict[str, float]:
+    """Arithmetic mean per metric over images (an identical pair's PSNR = inf makes it inf)."""
+    return {n: float(np.mean([v[n] for v in per_image.values()])) for n in names}
+
+
+def _collated(loader, batch_size: int):
+    """Iterate ``loader``; images of different sizes in one batch become a clear DataError."""
+    iterator = iter(loader)
+    while True:
+        try:
+            yield next(iterator)
+        except StopIteration:
+            return
+        except RuntimeError as exc:
+            if "equal size" in str(exc) or "same size" in str(exc):
+                raise DataError(f"val.batch_size={batch_size} needs images of one size; these differ "
+                                f"(use val.batch_size=1)") from exc
+            raise
+
+
+def image_grid(*images: torch.Tensor) -> np.ndarray:
+    """C×H×W tensors side by side (input | output | ground truth) as an H×W×3 uint8 array."""
+    height = max(im.shape[-2] for im in images)
+    tiles = []
+    for im in images:
+        im = im.detach().float().cpu().clamp(0, 1)
+        if im.shape[0] == 1:
+            im = im.expand(3, -1, -1)
+        im = im[:3]
+        pad = height - im.shape[-2]
+        tiles.append(torch.nn.functional.pad(im, (0, 0, 0, pad)))
+    grid = torch.cat(tiles, dim=-1)
+    return np.round(grid.numpy().transpose(1, 2, 0) * 255.0).astype(np.uint8)
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoint folders
+
+
+def list_checkpoints(folder: Path) -> list[tuple[int, Path]]:
+    """Complete checkpoints (``checkpoint-{step}`` with a trainer state), oldest first."""
+    if not folder.is_dir():
+        return []
+    found = []
+    for child in folder.iterdir():
+        match = CHECKPOINT_RE.fullmatch(child.name)
+        if match and child.is_dir() and (child / STATE_FILE).is_file():
+            found.append((int(match.group(1)), child))
+    return sorted(found)
+
+
+def _replace_dir(tmp: Path, final: Path) -> None:
+    """Move a finished temporary folder into place (replacing an existing one)."""
+    old = final.with_name(f".old-{final.name}")
+    if old.exists():
+        shutil.rmtree(old)
+    if final.exists():
+        os.replace(final, old)
+    os.replace(tmp, final)
+    if old.exists():
+        shutil.rmtree(old)
+
+
+def config_changes(saved: Path, cfg) -> list[str]:
+    """``key: old -> new`` for every value of ``cfg`` that differs from the saved config.yaml."""
+    from omegaconf import OmegaConf
+
+    from utils.config import config_to_dict
+    from utils.trackers import flat_config
+
+    if not saved.is_file():
+        return []
+    old = flat_config(OmegaConf.to_container(OmegaConf.load(saved), resolve=False) or {})
+    new = flat_config(config_to_dict(cfg))
+    return [f"{k}: {old.get(k, '(unset)')} -> {new.get(k, '(unset)')}"
+            for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+
+
+def check_hub_credentials(repo_id: str) -> None:
+    """Fail fast (before training) when pushing cannot work."""
+    from huggingface_hub import constants, get_token
+
+    if constants.HF_HUB_OFFLINE:
+        raise ConfigError(f"push_to_hub: cannot push to {repo_id}: the Hugging Face Hub is offline (HF_HUB_OFFLINE=1)")
+    if not get_token():
+        raise ConfigError(f"push_to_hub: no Hugging Face token to push to {repo_id}; set HF_TOKEN or run `hf auth login`")
+
+
+def push_folder_to_hub(folder: Path, repo_id: str) -> str:
+    """Upload a save_pretrained folder to a model repo (token from the environment)."""
+    from huggingface_hub import HfApi
+
+    check_hub_credentials(repo_id)
+    api = HfApi()
+    try:
+        api.create_repo(repo_id, repo_type="model", exist_ok=True)
+        info = api.upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type="model",
+                                 commit_message=f"restorelab: upload {folder.name}/")
+    except Exception as exc:  # network, auth, permissions: one line, never the token
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise TrainingError(f"push_to_hub: upload of {folder} to {repo_id} failed: {first}") from exc
+    return str(getattr(info, "commit_url", repo_id))
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+class Trainer:
+    """One experiment: ``fit()`` trains (resuming if asked), ``test()`` evaluates the test split."""
+
+    def __init__(self, cfg, *, resume: str | None = None, mode: str = "train", weights: str | None = None):
+        from models import create_model
+        from utils.trackers import make_trackers, setup_text_log, silent_logger
+
+        self.cfg = cfg
+        self.mode = mode
+        self.run_dir = cfg.run_dir
+        self.ckpt_dir = self.run_dir / "checkpoints"
+        self.accelerator = self._make_accelerator(make_trackers if mode == "train" else None)
+        acc = self.accelerator
+        self.is_main = acc.is_main_process
+
+        # Everything that can fail on user input happens before the run directory is touched.
+        if mode == "train" and cfg.push_to_hub:
+            check_hub_credentials(cfg.hub_model_id)
+        self.resume_from = self._find_resume(resume) if mode == "train" else None
+        if mode == "train" and self.resume_from is None and list_checkpoints(self.ckpt_dir):
+            raise ConfigError(f"{self.run_dir} already holds checkpoints; pass --resume auto to continue it "
+                              f"or choose another name")
+
+        from accelerate.utils import set_seed
+
+        set_seed(cfg.seed)
+        self.model = create_model(cfg)
+        if mode == "train":
+            self.model.setup_training()
+        self.train_set = self._dataset("train") if mode == "train" else None
+        self.val_set = self._dataset("val") if mode == "train" and cfg.datasets.val is not None else None
+        self.test_set = self._dataset("test") if mode == "test" else None
+        self._preflight()
+        if mode == "test":
+            self._load_test_weights(weights)
+        elif cfg.path.pretrain_network:
+            self.model.load_pretrained(cfg.path.pretrain_network)
+
+        self.model.prepare(acc, training=mode == "train")
+        self.emas = {}
+        if mode == "train" and cfg.train.ema_decay is not None:
+            from utils.ema import EMA
+
+            self.emas = {n: EMA(self.model.network(n), cfg.train.ema_decay) for n in self.model.export_networks}
+
+        # The run directory, logs and trackers.
+        changed: list[str] = []
+        if self.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            if mode == "train":
+                from utils.config import save_config
+
+                changed = config_changes(self.run_dir / "config.yaml", cfg) if self.resume_from else []
+                save_config(cfg, self.run_dir / "config.yaml")
+                self._clean_temporary()
+            self.log = setup_text_log(self.run_dir / "logs" / ("train.log" if mode == "train" else "test.log"))
+        else:
+            self.log = silent_logger()
+        for line in changed:
+            self.log.warning(f"config changed since the previous run: {line}")
+        acc.wait_for_everyone()
+
+        self.step = 0
+        self.best: dict = {"metric": cfg.val.best_metric, "value": None, "step": None}
+        if self.resume_from is not None:
+            self._load_checkpoint(self.resume_from)
+        self._stop_signal = None
+
+    # -- setup ------------------------------------------------------------------------------
+    def _make_accelerator(self, make_trackers):
+        from accelerate import Accelerator
+        from accelerate.state import AcceleratorState, GradientState
+        from accelerate.utils import GradientAccumulationPlugin, ProjectConfiguration
+
+        cfg = self.cfg
+        cpu = not torch.cuda.is_available()
+        if cfg.train.mixed_precision == "fp16" and cpu:
+            raise ConfigError("train.mixed_precision=fp16 needs a GPU; use bf16 (or no) on CPU")
+        # A fresh accelerator state per trainer (several runs in one process, e.g. a notebook).
+        AcceleratorState._reset_state()
+        GradientState._reset_state()
+        trackers = make_trackers(cfg.report_to, cfg.name, cfg.run_dir / "logs") if make_trackers else None
+        return Accelerator(
+            cpu=cpu,
+            mixed_precision=cfg.train.mixed_precision,
+            gradient_accumulation_plugin=GradientAccumulationPlugin(num_steps=cfg.train.grad_accum,
+                                                                    sync_with_dataloader=False),
+            step_scheduler_with_optimizer=False,
+            log_with=trackers or None,
+            project_config=ProjectConfiguration(project_dir=str(cfg.run_dir), logging_dir=str(cfg.run_dir / "logs")),
+        )
+
+    def _dataset(self, split: str):
+        from dataset import create_dataset
+        from utils.registry import DATASETS, keyword_names
+
+        options = getattr(self.cfg.datasets, split)
+        if options is None:
+            raise ConfigError(f"datasets.{split} is not set (needed for {'training' if split == 'train' else split})")
+        options = dataset_options(options.to_dict(), keyword_names(DATASETS.get(options["type"]).__init__),
+                                  self.cfg.seed, self.model.batch_keys())
+        try:
+            data = create_dataset(options)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"datasets.{split}: {exc}") from exc
+        if len(data) == 0:
+            raise DataError(f"datasets.{split} ({options['type']}) is empty")
+        return data
+
+    def _preflight(self) -> None:
+        """Check the data fits the model before anything is written."""
+        acc = self.accelerator
+        if self.train_set is not None:
+            global_batch = self.cfg.train.batch_size * acc.num_processes
+            if len(self.train_set) < global_batch:
+                raise DataError(f"datasets.train has {len(self.train_set)} samples, fewer than one global batch "
+                                f"({self.cfg.train.batch_size} x {acc.num_processes} processes)")
+        for split, data in (("train", self.train_set), ("val", self.val_set), ("test", self.test_set)):
+            if data is None:
+                continue
+            sample = data[0]
+            missing = [k for k in self.model.batch_keys() if k not in sample]
+            if missing:
+                raise DataError(f"datasets.{split} ({type(data).__name__}) gives no {missing} for model "
+                                f"{self.cfg.model_type}; its samples hold: {', '.join(sorted(sample))}")
+
+    def _find_resume(self, resume: str | None) -> Path | None:
+        if resume is None:
+            return None
+        if resume == "auto":
+            found = list_checkpoints(self.ckpt_dir)
+            return found[-1][1] if found else None
+        path = Path(resume)
+        if not path.exists() and (self.ckpt_dir / resume).exists():
+            path = self.ckpt_dir / resume
+        if not (path.is_dir() and (path / STATE_FILE).is_file()):
+            raise ConfigError(f"--resume {resume}: not a complete checkpoint folder (expected {STATE_FILE} inside)")
+        return path
+
+    def _clean_temporary(self) -> None:
+        """Remove folders left by a process killed while writing (never complete checkpoints)."""
+        if self.ckpt_dir.is_dir():
+            for child in self.ckpt_dir.iterdir():
+                if child.name.startswith(".tmp-"):
+                    shutil.rmtree(child, ignore_errors=True)
+        for name in ("best", "last"):
+            for stale in (self.run_dir / f".tmp-{name}", self.run_dir / f".old-{name}"):
+                shutil.rmtree(stale, ignore_errors=True)
+
+    def _load_test_weights(self, weights: str | None) -> None:
+        candidates = [Path(weights)] if weights else []
+        candidates += [self.run_dir / "best", self.run_dir / "last"]
+        if self.cfg.path.pretrain_network:
+            candidates.append(Path(self.cfg.path.pretrain_network))
+        for path in candidates:
+            if path.exists():
+                self.model.load_pretrained(path)
+                self.weights_path = path
+                return
+            if weights and path == Path(weights):
+                raise DataError(f"--weights {weights}: not found")
+        raise DataError(f"no weights to test: neither {self.run_dir / 'best'} nor {self.run_dir / 'last'} exists "
+                        f"(train first, or pass --weights PATH / set path.pretrain_network)")
+
+    # -- checkpoints ------------------------------------------------------------------------
+    def save_checkpoint(self) -> Path:
+        """Accelerate state + trainer state + EMA into ``checkpoint-{step}``, written under a
+        temporary name and renamed when complete; then keep only the newest N."""
+        acc = self.accelerator
+        final = self.ckpt_dir / f"checkpoint-{self.step}"
+        tmp = self.ckpt_dir / f".tmp-checkpoint-{self.step}"
+        if self.is_main:
+            self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+            shutil.rmtree(tmp, ignore_errors=True)
+        acc.wait_for_everyone()
+        acc.save_state(str(tmp))  # every process writes its own RNG state
+        acc.wait_for_everyone()   # ... before the folder is completed and renamed
+        if self.is_main:
+            if self.emas:
+                from safetensors.torch import save_file
+
+                tensors = {f"{n}.{k}": v.detach().cpu().contiguous() for n, e in self.emas.items() for k, v in e.shadow.items()}
+                meta = {n: json.dumps({"decay": e.decay, "num_updates": e.num_updates}) for n, e in self.emas.items()}
+                save_file(tensors, str(tmp / EMA_FILE), metadata=meta)
+            state = {"step": self.step, "best": self.best, "num_processes": acc.num_processes,
+                     "batch_size": self.cfg.train.batch_size, "grad_accum": self.cfg.train.grad_accum}
+            (tmp / STATE_FILE).write_text(json.dumps(state, indent=2) + "\n")
+            if final.exists():  # e.g. preempted right after the scheduled checkpoint of this step
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+            for _, old in list_checkpoints(self.ckpt_dir)[: -self.cfg.train.keep_checkpoints]:
+                shutil.rmtree(old, ignore_errors=True)
+        acc.wait_for_everyone()
+        self.log.info(f"step {self.step}: saved checkpoint {final}")
+        return final
+
+    def _load_checkpoint(self, path: Path) -> None:
+        acc = self.accelerator
+        state = json.loads((path / STATE_FILE).read_text())
+        try:
+            acc.load_state(str(path))
+        except Exception as exc:  # shapes, missing files, unpickling: one line, --debug for the rest
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise ConfigError(f"cannot resume from {path}: {first}") from exc
+        if self.emas:
+            from safetensors import safe_open
+
+            file = path / EMA_FILE
+            if not file.is_file():
+                raise ConfigError(f"cannot resume from {path}: train.ema_decay is set but the checkpoint holds no EMA")
+            with safe_open(str(file), framework="pt") as f:
+                meta = f.metadata()
+                for name, ema in self.emas.items():
+                    info = json.loads(meta[name])
+                    shadow = {k: f.get_tensor(f"{name}.{k}") for k in ema.shadow}
+                    ema.load_state_dict({"decay": ema.decay, "num_updates": info["num_updates"], "shadow": shadow})
+        self.step = int(state["step"])
+        self.best = state["best"]
+        if state["num_processes"] != acc.num_processes or state["batch_size"] != self.cfg.train.batch_size:
+            self.log.warning(f"resuming with {acc.num_processes} processes x batch {self.cfg.train.batch_size} "
+                             f"(checkpoint: {state['num_processes']} x {state['batch_size']}): the data order differs "
+                             f"from an uninterrupted run")
+        self.log.info(f"resumed from {path} at step {self.step}")
+
+    def _save_export(self, name: str, extra: dict | None = None) -> Path:
+        """``best/`` or ``last/``: save_pretrained folder(s) of the exported networks (EMA weights
+        when EMA is on), written to a temporary folder and swapped in."""
+        acc = self.accelerator
+        final = self.run_dir / name
+        tmp = self.run_dir / f".tmp-{name}"
+        acc.wait_for_everyone()
+        if self.is_main:
+            shutil.rmtree(tmp, ignore_errors=True)
+            with self._ema_weights():
+                self.model.save_pretrained(tmp)
+            if extra is not None:
+                (tmp / "restorelab.json").write_text(json.dumps(extra, indent=2) + "\n")
+            _replace_dir(tmp, final)
+        acc.wait_for_everyone()
+        return final
+
+    def _ema_weights(self):
+        """Context: exported networks hold their EMA weights (no-op without EMA)."""
+        from contextlib import ExitStack
+
+        stack = ExitStack()
+        for name, ema in self.emas.items():
+            stack.enter_context(ema.applied_to(self.model.network(name)))
+        return stack
+
+    # -- evaluation -------------------------------------------------------------------------
+    @torch.no_grad()
+    def evaluate(self, dataset, save_dir: Path | None = None, log_images: int = 0, desc: str = "val"):
+        """Score every image of ``dataset`` (sharded over processes, gathered without padding).
+
+        Predictions are clamped and rounded to 8 bits before scoring, so the numbers equal
+        calculate_metrics.py on the saved PNGs. Returns (mean, per_image, grids)."""
+        from torch.utils.data import DataLoader
+        from tqdm import tqdm
+
+        from utils.image_io import write_image
+
+        acc, v = self.accelerator, self.cfg.val
+        indices = shard_indices(len(dataset), acc.process_index, acc.num_processes)
+        batches = [indices[i: i + v.batch_size] for i in range(0, len(indices), v.batch_size)]
+        loader = DataLoader(dataset, batch_sampler=batches, num_workers=self.cfg.train.num_workers)
+        tile = (v.patch_size, v.overlap) if v.patched else None
+        rows, grids = [], {}
+        self.model.eval()
+        with self._ema_weights():
+            for batch in tqdm(_collated(loader, v.batch_size), desc=desc, leave=False, disable=not self.is_main,
+                              dynamic_ncols=True):
+                batch = self._to_device(batch)
+                with acc.autocast():
+                    pred = self.model.predict(batch, tile=tile)
+                pred_q = quantize_uint8(pred.float())
+                gt_q = quantize_uint8(batch["gt"])
+                values = score(pred_q, gt_q, v.metrics, v.crop_border, v.test_y_channel)
+                keys = [str(k) for k in batch["key"]] if "key" in batch else [str(i) for i in range(len(pred))]
+                for b, key in enumerate(keys):
+                    image = output_name(key)
+                    rows.append((image, {m: float(values[m][b]) for m in v.metrics}))
+                    if save_dir is not None:
+                        write_image(save_dir / image, pred_q[b])
+                    if self.is_main and len(grids) < log_images:
+                        panels = [batch["lq"][b], pred_q[b], batch["gt"][b]] if "lq" in batch else [pred_q[b], batch["gt"][b]]
+                        grids[f"{desc}/{len(grids)}"] = image_grid(*panels)
+        self.model.train()
+        from accelerate.utils import gather_object
+
+        all_rows = gather_object(rows) if acc.num_processes > 1 else rows
+        per_image = {}
+        for image, values in all_rows:
+            if image in per_image:
+                raise DataError(f"two {desc} samples share the output name {image}; dataset keys must be unique")
+            per_image[image] = values
+        per_image = dict(sorted(per_image.items()))
+        return mean_over_images(per_image, v.metrics), per_image, grids
+
+    def _to_device(self, batch: dict) -> dict:
+        device = self.accelerator.device
+        return {k: (t.to(device, non_blocking=True) if isinstance(t, torch.Tensor) else t) for k, t in batch.items()}
+
+    def validate(self) -> dict[str, float]:
+        from utils.trackers import log_images
+
+        v = self.cfg.val
+        folder = self.run_dir / "results" / "val" / f"step-{self.step}"
+        mean, per_image, grids = self.evaluate(self.val_set, folder if v.save_images else None, v.log_images)
+        if self.is_main:
+            write_metrics_files(folder, per_image, v.metrics, v.crop_border, v.test_y_channel,
+                                {"split": "datasets.val", "step": self.step, "ema": bool(self.emas)})
+        self.accelerator.log({f"val/{m}": x for m, x in mean.items()}, step=self.step)
+        log_images(self.accelerator, grids, self.step)
+        text = ", ".join(f"{m} {x:.4f}" for m, x in mean.items())
+        self.log.info(f"step {self.step}: validation over {len(per_image)} images: {text}")
+
+        value = mean[v.best_metric]
+        better = higher_is_better(v.best_metric)
+        old = self.best["value"]
+        if math.isfinite(value) or value == (math.inf if better else -math.inf):
+            if old is None or (value > old if better else value < old):
+                self.best = {"metric": v.best_metric, "value": value, "step": self.step}
+                self._save_export("best", {"step": self.step, "metric": v.best_metric, "mean": mean})
+                self.log.info(f"step {self.step}: new best {v.best_metric} {value:.4f} -> {self.run_dir / 'best'}")
+        return mean
+
+    # -- training ---------------------------------------------------------------------------
+    def _any_process(self, flag: bool) -> bool:
+        if self.accelerator.num_processes == 1:
+            return flag
+        t = torch.tensor(1.0 if flag else 0.0, device=self.accelerator.device)
+        return bool(self.accelerator.reduce(t, reduction="sum").item() > 0)
+
+    def _on_signal(self, signum, frame) -> None:
+        self._stop_signal = signum
+
+    def fit(self) -> int:
+        """Train to ``train.max_steps``; returns 0, or EXIT_REQUEUE after a preemption checkpoint."""
+        from tqdm import tqdm
+
+        from models.base_model import NonFiniteLossError
+        from utils.config import config_to_dict, config_to_yaml
+        from utils.trackers import log_config
+
+        cfg, acc, t = self.cfg, self.accelerator, self.cfg.train
+        acc.init_trackers(cfg.name)
+        log_config(acc, config_to_dict(cfg), config_to_yaml(cfg))
+        n_params = sum(p.numel() for n in self.model.export_networks for p in self.model.network(n).parameters())
+        self.log.info(f"run {self.run_dir} | {cfg.network['type']} ({n_params:,} parameters) | "
+                      f"{acc.num_processes} process(es) on {acc.device} | global batch "
+                      f"{t.batch_size} x {acc.num_processes} x {t.grad_accum} | {len(self.train_set)} training samples")
+
+        stream = iter(TrainStream(self.train_set, t.batch_size, acc.process_index, acc.num_processes, cfg.seed,
+                                  t.num_workers, start=self.step * t.grad_accum,
+                                  pin_memory=acc.device.type == "cuda"))
+        previous = {s: signal.signal(s, self._on_signal) for s in PREEMPT_SIGNALS}
+        bar = tqdm(total=t.max_steps, initial=self.step, desc="train", dynamic_ncols=True, disable=not self.is_main)
+        self.model.train()
+        exit_code = 0
+        try:
+            sums: dict[str, torch.Tensor] = {}  # logged values summed since the last log line
+            steps_since_log = 0
+            while self.step < t.max_steps:
+                for _ in range(t.grad_accum):
+                    batch = self._to_device(next(stream))
+                    with self.model.accumulate():
+                        try:
+                            logs = self.model.training_step(batch)
+                        except NonFiniteLossError as exc:
+                            raise self._nan_error(exc) from None
+                    for k, val in logs.items():
+                        sums[k] = sums.get(k, 0.0) + torch.as_tensor(val, device=acc.device).detach().float() / t.grad_accum
+                self.step += 1
+                steps_since_log += 1
+                for name, ema in self.emas.items():
+                    ema.update(self.model.network(name))
+                stop = self._any_process(self._stop_signal is not None)
+                if self.step % t.log_every == 0 or self.step == t.max_steps or stop:
+                    self._log_train({k: v / steps_since_log for k, v in sums.items()}, bar)
+                    sums, steps_since_log = {}, 0
+                bar.update(1)
+                if self.val_set is not None and ((t.val_every and self.step % t.val_every == 0) or self.step == t.max_steps):
+                    self.validate()
+                if (t.checkpoint_every and self.step % t.checkpoint_every == 0) or self.step == t.max_steps or stop:
+                    self.save_checkpoint()
+                if stop:
+                    name = signal.Signals(self._stop_signal).name if self._stop_signal else "a signal on another process"
+                    self.log.info(f"step {self.step}: stopped by {name}; checkpoint written, exiting with {EXIT_REQUEUE} "
+                                  f"(continue with --resume auto)")
+                    exit_code = EXIT_REQUEUE
+                    return exit_code
+            last = self._save_export("last", {"step": self.step})
+            self.log.info(f"finished {self.step} steps; weights in {last}")
+            if cfg.push_to_hub and self.is_main:
+                source = self.run_dir / "best" if (self.run_dir / "best").is_dir() else last
+                url = push_folder_to_hub(source, cfg.hub_model_id)
+                self.log.info(f"pushed {source} to {cfg.hub_model_id} ({url})")
+            return exit_code
+        finally:
+            bar.close()
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+            acc.end_training()
+
+    def _log_train(self, means: dict[str, torch.Tensor], bar) -> None:
+        """Mean of each logged value over the steps since the last log line and over processes."""
+        acc = self.accelerator
+        values = {}
+        for k, val in means.items():
+            if acc.num_processes > 1:
+                val = acc.reduce(val, reduction="mean")
+            values[f"train/{k}"] = float(val)
+        values["train/lr"] = self.model.current_lr()
+        acc.log(values, step=self.step)
+        loss = values.get("train/loss")
+        bar.set_postfix({"loss": f"{loss:.4g}" if loss is not None else "-", "lr": f"{values['train/lr']:.3g}"},
+                        refresh=False)
+        self.log.info(f"step {self.step}: " + ", ".join(f"{k[6:]} {x:.6g}" for k, x in values.items()))
+
+    def _nan_error(self, exc) -> TrainingError:
+        found = list_checkpoints(self.ckpt_dir)
+        last = f"{found[-1][1]} (kept)" if found else "none written yet"
+        message = (f"{exc} at step {self.step + 1}; training stopped, nothing saved after it. "
+                   f"Last good checkpoint: {last}")
+        self.log.error(message)
+        return TrainingError(message)
+
+    # -- test -------------------------------------------------------------------------------
+    def test(self) -> dict[str, float]:
+        v = self.cfg.val
+        folder = self.run_dir / "results" / "test"
+        self.log.info(f"testing {self.weights_path} on {len(self.test_set)} images -> {folder}")
+        mean, per_image, _ = self.evaluate(self.test_set, folder, desc="test")
+        if self.is_main:
+            write_metrics_files(folder, per_image, v.metrics, v.crop_border, v.test_y_channel,
+                                {"split": "datasets.test", "weights": str(self.weights_path)})
+            self.log.info("test: " + ", ".join(f"{m} {x:.4f}" for m, x in mean.items()))
+        self.accelerator.wait_for_everyone()
+        return mean
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="trainer.py",
+        description="Train (default) or test (-test) a restoration model described by an experiment YAML.",
+        epilog="Examples:\n"
+               "  accelerate launch trainer.py -opt checkpoints/NAFNet.yml\n"
+               "  python trainer.py -opt checkpoints/UNet.yml train.max_steps=200 train.batch_size=4\n"
+               "  python trainer.py -opt checkpoints/NAFNet.yml --resume auto\n"
+               "  python trainer.py -opt checkpoints/NAFNet.yml -test\n"
+               "Exit codes: 0 done, 2 bad input, 75 preempted (checkpoint written; rerun with --resume auto).",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,
+    )
+    parser.add_argument("-opt", "--opt", required=True, metavar="YAML", help="experiment config (see docs/training.md)")
+    parser.add_argument("-test", "--test", action="store_true",
+                        help="evaluate datasets.test: outputs as PNG plus metrics.csv/metrics.json in results/test/")
+    parser.add_argument("--resume", metavar="auto|PATH",
+                        help="continue from the newest complete checkpoint (auto; starts fresh if there is none) "
+                             "or from a checkpoint folder")
+    parser.add_argument("--weights", metavar="PATH",
+                        help="-test only: weights to evaluate (save_pretrained folder or .safetensors); "
+                             "default best/, then last/, then path.pretrain_network")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks for input errors")
+    parser.add_argument("overrides", nargs="*", metavar="key.path=value",
+                        help="config overrides, e.g. train.lr=2e-4 val.patched=true")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from utils.config import load_config
+
+    args = build_parser().parse_intermixed_args(argv)  # overrides may come before or after options
+    if args.test and args.resume:
+        raise ConfigError("--resume applies to training, not to -test")
+    if args.weights and not args.test:
+        raise ConfigError("--weights applies to -test (training starts from path.pretrain_network)")
+    cfg = load_config(args.opt, args.overrides)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # no "Writing model shards" bars inside ours
+    try:
+        trainer = Trainer(cfg, resume=args.resume, mode="test" if args.test else "train", weights=args.weights)
+        if args.test:
+            trainer.test()
+            return 0
+        return trainer.fit()
+    except (ConfigError, TrainingError):
+        # Every process raises these alike: the main process reports it (one line, not one per process).
+        from accelerate.state import PartialState
+
+        if PartialState._shared_state and not PartialState().is_main_process:
+            raise SystemExit(2)
+        raise
+    finally:
+        _shutdown_distributed()
+
+
+def _shutdown_distributed() -> None:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+
+
+if __name__ == "__main__":
+    run_cli(main)
