@@ -13,7 +13,9 @@ The trainer calls ``set_epoch(epoch)`` at the start of every epoch.
 * ``val`` / ``test``: no randomness; the full image, or the centre ``crop_size`` crop when set.
 
 Subclasses implement ``__len__``, ``load_pair(index) -> (gt, lq, key)`` (H×W×C float32
-arrays) and optionally ``psf_field_name(index)`` (which PSF field degraded the sample).
+arrays or C×H×W tensors); with PSF keys, ``psf_attacher`` and ``psf_field_name(index)``
+(which PSF field degraded the sample); ``finish_sample`` edits a sample after crop and flips
+(the synthetic dataset adds its noise there).
 """
 from __future__ import annotations
 
