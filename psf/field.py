@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ import numpy as np
 import torch
 
 from utils import __version__
+from utils.atomic import atomic_path
 from utils.errors import DataError
 
 PSF_FILENAME = "psfs.h5"
@@ -181,47 +181,31 @@ def save_psf_field(psf_field: PSFField, path: str | os.PathLike) -> Path:
     path = Path(path)
     if path.suffix not in (".h5", ".hdf5"):
         path = path / PSF_FILENAME
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".psfs.", suffix=".h5.tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        with h5py.File(tmp, "w") as f:
-            def put(name, tensor):
-                arr = tensor.detach().cpu().numpy().astype(np.float32)
-                f.create_dataset(name, data=arr, compression="gzip", compression_opts=4, chunks=True, shuffle=True)
+    with atomic_path(path, suffix=".h5.tmp") as tmp, h5py.File(tmp, "w") as f:
+        def put(name, tensor):
+            arr = tensor.detach().cpu().numpy().astype(np.float32)
+            f.create_dataset(name, data=arr, compression="gzip", compression_opts=4, chunks=True, shuffle=True)
 
-            put("psfs", psf_field.psfs)
-            f.create_dataset("positions", data=psf_field.positions.astype(np.float32))
-            f.create_dataset("H_img", data=np.asarray(psf_field.H_img, dtype=np.float64))
-            f.create_dataset("H_obj", data=np.asarray(psf_field.H_obj, dtype=np.float64))
-            if psf_field.has_basis:
-                put("basis_psfs", psf_field.basis_psfs)
-                put("basis_coef", psf_field.basis_coef)
-            f.attrs["psf_type"] = psf_field.psf_type
-            f.attrs["grid_shape"] = np.asarray(psf_field.grid_shape, dtype=np.int64)
-            f.attrs["psf_size"] = psf_field.psf_size
-            f.attrs["sensor_res"] = np.asarray(psf_field.sensor_res, dtype=np.int64)
-            f.attrs["channel_order"] = psf_field.channel_order
-            f.attrs["normalized"] = bool(psf_field.normalized)
-            f.attrs.setdefault("generator", f"restorelab {__version__}")
-            for key, value in psf_field.attrs.items():
-                if value is not None:
-                    f.attrs[key] = _as_attr(value)
-            if psf_field.has_basis:
-                f.attrs["n_basis"] = psf_field.n_basis
-        _umask_permissions(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        put("psfs", psf_field.psfs)
+        f.create_dataset("positions", data=psf_field.positions.astype(np.float32))
+        f.create_dataset("H_img", data=np.asarray(psf_field.H_img, dtype=np.float64))
+        f.create_dataset("H_obj", data=np.asarray(psf_field.H_obj, dtype=np.float64))
+        if psf_field.has_basis:
+            put("basis_psfs", psf_field.basis_psfs)
+            put("basis_coef", psf_field.basis_coef)
+        f.attrs["psf_type"] = psf_field.psf_type
+        f.attrs["grid_shape"] = np.asarray(psf_field.grid_shape, dtype=np.int64)
+        f.attrs["psf_size"] = psf_field.psf_size
+        f.attrs["sensor_res"] = np.asarray(psf_field.sensor_res, dtype=np.int64)
+        f.attrs["channel_order"] = psf_field.channel_order
+        f.attrs["normalized"] = bool(psf_field.normalized)
+        f.attrs.setdefault("generator", f"restorelab {__version__}")
+        for key, value in psf_field.attrs.items():
+            if value is not None:
+                f.attrs[key] = _as_attr(value)
+        if psf_field.has_basis:
+            f.attrs["n_basis"] = psf_field.n_basis
     return path
-
-
-def _umask_permissions(path) -> None:
-    """mkstemp creates 0600 files; give the result the permissions a plain open() would."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)
 
 
 def resolve_psf_path(path: str | os.PathLike) -> Path:

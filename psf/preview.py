@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from psf.field import PSFField
+from utils.atomic import atomic_path
 
 
 def _pyplot():
@@ -128,14 +129,10 @@ def _save(fig, path) -> Path:
     """Write atomically (temp name in the same folder, then rename)."""
     plt = _pyplot()
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
     try:
-        fig.tight_layout()
-        fig.savefig(tmp, format="png")
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            fig.tight_layout()
+            fig.savefig(tmp, format="png")
     finally:
         plt.close(fig)
-        if tmp.exists():
-            tmp.unlink()
     return path

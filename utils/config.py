@@ -25,7 +25,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-import tempfile
 import types
 import typing
 from collections.abc import Mapping
@@ -33,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Literal
 
+from utils.atomic import atomic_write_text
 from utils.errors import ConfigError, RegistryError, RestorelabError
 from utils.registry import closest
 
@@ -650,14 +650,4 @@ def config_to_yaml(cfg: ExperimentConfig) -> str:
 
 def save_config(cfg: ExperimentConfig, path: str | os.PathLike) -> Path:
     """Write the resolved config as YAML, atomically (temp file + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(config_to_yaml(cfg))
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    return atomic_write_text(path, config_to_yaml(cfg))

@@ -7,13 +7,13 @@ integer level after clipping to [0, 1] (the BasicSR ``tensor2img`` convention).
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import cv2
 import numpy as np
 import torch
 
+from utils.atomic import atomic_path
 from utils.errors import DataError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
@@ -81,16 +81,9 @@ def write_image(path: str | os.PathLike, img: np.ndarray | torch.Tensor, bits: i
     data = quantize(img, bits)
     if data.shape[2] == 3:
         data = data[:, :, ::-1]  # RGB -> OpenCV BGR
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        if not cv2.imwrite(tmp, np.ascontiguousarray(data)):
+    with atomic_path(path) as tmp:
+        if not cv2.imwrite(str(tmp), np.ascontiguousarray(data)):
             raise DataError(f"cannot write image: {path}")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path
 
 
