@@ -97,7 +97,8 @@ class LocalPSFEncoder(nn.Module):
                  hidden: int | None = None):
         super().__init__()
         self.psf_size, self.channels, self.psf_in_channels = psf_size, channels, psf_in_channels
-        probes = torch.randn(dim, channels, psf_in_channels, psf_size, psf_size, generator=torch.Generator().manual_seed(0))
+        # Stored 4-D [dim, C_out·C_in, s, s] so the network can be moved to channels-last.
+        probes = torch.randn(dim, channels * psf_in_channels, psf_size, psf_size, generator=torch.Generator().manual_seed(0))
         self.probes = nn.Parameter(probes)
         hidden = hidden or dim
         self.mlp = nn.Sequential(nn.Conv2d(dim, hidden, 1), nn.GELU(), nn.Conv2d(hidden, dim, 1), nn.GELU())
@@ -111,7 +112,8 @@ class LocalPSFEncoder(nn.Module):
         if k > self.psf_size:
             raise DataError(f"PSFs of size {k} exceed the encoder's psf_size={self.psf_size}; raise psf_size")
         p = (self.psf_size - k) // 2
-        probes = self.probes[..., p:p + k, p:p + k] if p else self.probes  # = zero-padding the PSFs
+        probes = self.probes.unflatten(1, (self.channels, self.psf_in_channels))
+        probes = probes[..., p:p + k, p:p + k] if p else probes  # = zero-padding the PSFs
         if c_out == 1:
             probes = probes.sum(1, keepdim=True)  # the one kernel stands for every channel
         dtype = probes.dtype
