@@ -392,6 +392,9 @@ class Trainer:
         self.model = create_model(cfg)
         if mode == "train":
             self.model.setup_training()
+            if not self.model.optimizers:
+                raise ConfigError(f"network {cfg.network['type']} has no trainable parameters: nothing to train; "
+                                  f"evaluate it with -test (it runs as configured, without weights)")
         self.train_set = self._dataset("train") if mode == "train" else None
         self.val_set = self._dataset("val") if mode == "train" and cfg.datasets.val is not None else None
         self.test_set = self._dataset("test") if mode == "test" else None
@@ -562,6 +565,10 @@ class Trainer:
                 return
             if weights and path == Path(weights):
                 raise DataError(f"--weights {weights}: not found")
+        if not self.model.trainable_networks():
+            # A classical method (e.g. Wiener with a fixed NSR, Richardson-Lucy): its config is everything.
+            self.weights_path = "none (no trainable parameters: the network as configured)"
+            return
         raise DataError(f"no weights to test: neither {self.run_dir / 'best'} nor {self.run_dir / 'last'} exists "
                         f"(train first, or pass --weights PATH / set path.pretrain_network)")
 

@@ -3,7 +3,8 @@
     python data_gen/3.generate_dataset_synthetic.py --psf_data_path DIR --images DIR|builtin --out DIR [--seed S]
 
 Writes ``data/{split}-XXXXX-of-XXXXX.parquet`` (``gt``/``lq`` images + metadata), ``README.md``
-(dataset card), ``psfs/psfs.h5`` (the PSF file used) and ``generation.json`` (the manifest).
+(dataset card), ``psfs/psfs.h5`` (the PSF file used; with several ``--psf_data_path``,
+``psfs/NN-<name>.h5`` each) and ``generation.json`` (the manifest).
 Same arguments -> identical bytes. Interrupted runs resume where they stopped. For a Slurm
 job array run task i with ``--task_index i --num_tasks n``, then once ``--merge --out DIR``.
 See docs/data_generation.md.
@@ -30,7 +31,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                 epilog="Example: python data_gen/3.generate_dataset_synthetic.py --psf_data_path psf_data/seidel "
                        "--images builtin --out datasets_out/seidel --noise poisson_gaussian --photons 300 3000 --read_noise 2")
     io = p.add_argument_group("inputs and output")
-    io.add_argument("--psf_data_path", help="folder holding psfs.h5 (steps 1/2), or the .h5 file itself")
+    io.add_argument("--psf_data_path", nargs="+", metavar="PATH",
+                    help="folder holding psfs.h5 (steps 1/2), or the .h5 file itself; several paths make a dataset "
+                         "mixing PSF fields (each sample rendered with one, equal shares per split)")
     io.add_argument("--images", help="'builtin' (scikit-image's sample images) or a folder of images (searched recursively)")
     io.add_argument("--out", required=True, help="dataset folder to create (or to resume)")
     io.add_argument("--seed", type=int, default=0, help="seed of splits, crops and noise (default 0)")

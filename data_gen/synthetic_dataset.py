@@ -11,8 +11,13 @@ Layout written under ``--out``::
 
     generation.json                         manifest: every argument that affects the bytes
     psfs/psfs.h5                            byte copy of the PSF file; samples are rendered from it
+                                            (several fields: psfs/NN-<name>.h5, one per --psf_data_path)
     data/{split}-{i:05d}-of-{n:05d}.parquet columns gt, lq (Image), key, metadata
     README.md                               dataset card (written last, by the merge step)
+
+Several PSF fields (``--psf_data_path A B ...``): each sample is rendered with one of them,
+assigned per split in a seeded shuffled order, cyclically, so every field gets an equal share
+of every split (±1); the ``psf_file`` column names the sample's field.
 
 Determinism: every sample has its own seeds derived from (seed, source index, sample index),
 so which process renders it, and when, does not matter; rendering runs single-threaded.
@@ -97,7 +102,7 @@ def sha256_file(path: Path) -> str:
 class GenerationConfig:
     """Everything that determines the output bytes (stored in generation.json)."""
 
-    psf_data_path: str
+    psf_data_path: str | list  # one PSF folder/file, or several (a dataset mixing fields)
     images: str
     seed: int = 0
     splits: dict | None = None  # split -> fraction, e.g. {"train": 0.9, "validation": 0.1}
@@ -114,6 +119,10 @@ class GenerationConfig:
     samples_per_shard: int = 256
 
     def __post_init__(self):
+        if isinstance(self.psf_data_path, (list, tuple)):
+            paths = [str(p) for p in self.psf_data_path]
+            # One path stays a string: a single-field dataset's manifest is unchanged.
+            self.psf_data_path = paths[0] if len(paths) == 1 else paths
         splits = dict(self.splits or {"train": 0.9, "validation": 0.1})
         # One canonical order (train, validation, test, others sorted): shard numbering never
         # depends on how the splits were typed or on a JSON round trip.
@@ -161,6 +170,12 @@ class GenerationConfig:
             bad("--method must be full, basis or tiles")
         if self.samples_per_shard < 1:
             bad(f"--samples_per_shard must be >= 1, got {self.samples_per_shard}")
+        if len(set(self.psf_paths)) != len(self.psf_paths):
+            bad("--psf_data_path lists the same PSF path twice")
+
+    @property
+    def psf_paths(self) -> list[str]:
+        return list(self.psf_data_path) if isinstance(self.psf_data_path, list) else [self.psf_data_path]
 
     def _splits_arg(self) -> str:
         return ",".join(f"{k}={v:g}" for k, v in self.splits.items())
@@ -173,7 +188,7 @@ class GenerationConfig:
         def rng(v):
             return f"{v[0]:g}" if v[0] == v[1] else f"{v[0]:g} {v[1]:g}"
 
-        parts = ["python data_gen/3.generate_dataset_synthetic.py", f"--psf_data_path {self.psf_data_path}",
+        parts = ["python data_gen/3.generate_dataset_synthetic.py", f"--psf_data_path {' '.join(self.psf_paths)}",
                  f"--images {self.images}", "--out DATASET_DIR", f"--seed {self.seed}", f"--splits {self._splits_arg()}"]
         parts += [f"--split_names {k}={','.join(v)}" for k, v in self.split_names.items()]
         parts += [f"--samples_per_image {self.samples_per_image}", f"--min_crop {self.min_crop:g}", f"--noise {self.noise}"]
@@ -196,6 +211,7 @@ class Sample:
     index: int  # sample number within its source image
     height: int  # source size
     width: int
+    field: int = 0  # which PSF field renders it (index into psf_copies)
 
 
 def assign_splits(cfg: GenerationConfig, names: list[str]) -> dict[str, list[str]]:
@@ -258,8 +274,39 @@ def make_plan(cfg: GenerationConfig, sources: list[dict]) -> dict[str, list[Samp
             base = (name.replace(".", "_") if stem in clash else stem).replace("/", "__")
             for j in range(cfg.samples_per_image):
                 samples.append(Sample(split, f"{base}_{j:03d}", name, index[name], j, src["height"], src["width"]))
-        plan[split] = samples
+        plan[split] = _assign_fields(cfg, split, samples)
     return plan
+
+
+def _assign_fields(cfg: GenerationConfig, split: str, samples: list[Sample]) -> list[Sample]:
+    """Several fields: a seeded shuffle of the split's samples takes fields 0, 1, ..., n-1, 0, ...
+    in turn, so each field gets an equal share (±1) of every split."""
+    from dataclasses import replace
+
+    n = len(cfg.psf_paths)
+    if n == 1:
+        return samples
+    seed = [cfg.seed, 0xF1E1D, *split.encode()]
+    order = np.random.default_rng(np.random.SeedSequence(seed)).permutation(len(samples))
+    fields = np.empty(len(samples), dtype=np.int64)
+    fields[order] = np.arange(len(samples)) % n
+    return [replace(sample, field=int(f)) for sample, f in zip(samples, fields)]
+
+
+def psf_copies(cfg: GenerationConfig) -> list[str]:
+    """Relative paths of the PSF files inside the dataset, in ``--psf_data_path`` order:
+    ``psfs/psfs.h5`` for one field, ``psfs/NN-<name>.h5`` for several."""
+    import re
+
+    paths = cfg.psf_paths
+    if len(paths) == 1:
+        return [PSF_COPY]
+    out = []
+    for i, path in enumerate(paths):
+        p = Path(path)
+        name = p.stem if p.suffix in (".h5", ".hdf5") and p.stem != "psfs" else (p.parent.name if p.suffix else p.name)
+        out.append(f"psfs/{i:02d}-{re.sub(r'[^A-Za-z0-9_.-]+', '_', name) or 'field'}.h5")
+    return out
 
 
 def shard_files(cfg: GenerationConfig, plan: dict[str, list[Sample]]) -> list[tuple[str, list[Sample]]]:
@@ -300,7 +347,7 @@ def crop_box(sample: Sample, sensor_res: tuple[int, int], min_crop: float, rng: 
 _WORKER: dict = {}
 
 
-def _init_worker(cfg_dict: dict, psf_path: str):
+def _init_worker(cfg_dict: dict, psf_files: list[str]):
     import cv2
     import torch
 
@@ -310,11 +357,11 @@ def _init_worker(cfg_dict: dict, psf_path: str):
     torch.set_num_threads(1)  # identical arithmetic in every process
     cv2.setNumThreads(1)
     cfg = GenerationConfig(**cfg_dict)
-    field = load_psf_field(psf_path)
+    fields = [load_psf_field(path) for path in psf_files]
     # float64: MKL's FFT may differ in the last bit with memory alignment; in float64 that can
     # no longer move a pixel across a rounding boundary, so bytes are reproducible.
-    renderer = SVRenderer(field, field.sensor_res, cfg.boundary, cfg.method, dtype=torch.float64)
-    _WORKER.update(cfg=cfg, field=field, renderer=renderer)
+    renderers = [SVRenderer(f, f.sensor_res, cfg.boundary, cfg.method, dtype=torch.float64) for f in fields]
+    _WORKER.update(cfg=cfg, fields=fields, renderers=renderers, copies=psf_copies(cfg))
 
 
 def render_sample(sample: Sample) -> dict:
@@ -326,7 +373,8 @@ def render_sample(sample: Sample) -> dict:
     from utils.noise import sample_noise_model
     from utils.sv_renderer import simulate_capture
 
-    cfg, field, renderer = _WORKER["cfg"], _WORKER["field"], _WORKER["renderer"]
+    cfg = _WORKER["cfg"]
+    field, renderer = _WORKER["fields"][sample.field], _WORKER["renderers"][sample.field]
     hs, ws = field.sensor_res
     param_seed, noise_seed = sample_seeds(cfg.seed, sample)
     rng = np.random.default_rng(param_seed)
@@ -355,7 +403,7 @@ def render_sample(sample: Sample) -> dict:
         "photons": noise.photons,
         "read_noise": noise.read_noise,
         "noise_seed": noise_seed,
-        "psf_file": PSF_COPY,
+        "psf_file": _WORKER["copies"][sample.field],
     }
 
 
@@ -428,10 +476,17 @@ def prepare(cfg: GenerationConfig, out: Path, workers: int) -> dict:
     """Validate inputs, then create (or check) the manifest and the PSF copy. Returns the manifest."""
     from psf.field import load_psf_field, resolve_psf_path
 
-    psf_path = resolve_psf_path(cfg.psf_data_path)
-    field = load_psf_field(psf_path)  # validates the file before anything is written
-    if cfg.method == "basis" and not field.has_basis:
-        raise ConfigError(f"--method basis but {psf_path} has no basis (run data_gen/2.generate_basis_psfs.py)")
+    psf_paths = [resolve_psf_path(p) for p in cfg.psf_paths]
+    fields = [load_psf_field(p) for p in psf_paths]  # validates the files before anything is written
+    for path, field in zip(psf_paths, fields):
+        if cfg.method == "basis" and not field.has_basis:
+            raise ConfigError(f"--method basis but {path} has no basis (run data_gen/2.generate_basis_psfs.py)")
+        first = fields[0]
+        if (field.sensor_res, field.c_out, field.c_in) != (first.sensor_res, first.c_out, first.c_in):
+            raise ConfigError(f"the PSF fields must share the sensor resolution and channel layout: {psf_paths[0]} has "
+                              f"{tuple(first.sensor_res)} [C_out={first.c_out}, C_in={first.c_in}], {path} has "
+                              f"{tuple(field.sensor_res)} [C_out={field.c_out}, C_in={field.c_in}]")
+    field = fields[0]
     sources = list_sources(cfg.images)
     existing = _read_manifest(out)
     if existing is not None and [(s["name"], s["bytes"]) for s in existing["sources"]] == [(s["name"], s["bytes"]) for s in sources]:
@@ -441,13 +496,15 @@ def prepare(cfg: GenerationConfig, out: Path, workers: int) -> dict:
     manifest = {
         "format": FORMAT_VERSION,
         "config": cfg.as_dict(),
-        "psf_sha256": sha256_file(psf_path),
+        "psf_sha256": sha256_file(psf_paths[0]) if len(psf_paths) == 1 else [sha256_file(p) for p in psf_paths],
         "sensor_res": list(field.sensor_res),
         "sources": sources,
         "software": _software(),
     }
     plan = make_plan(cfg, sources)
     manifest["splits"] = {s: {"num_examples": len(v), "num_shards": -(-len(v) // cfg.samples_per_shard)} for s, v in plan.items()}
+    if len(psf_paths) > 1:
+        manifest["psf_files"] = psf_copies(cfg)
     if existing is not None:
         _check_same(existing, manifest, out)
         return existing
@@ -464,14 +521,15 @@ def prepare(cfg: GenerationConfig, out: Path, workers: int) -> dict:
             _check_same(existing, manifest, out)
             return existing
     out.mkdir(parents=True, exist_ok=True)
-    copy = out / PSF_COPY
-    if not copy.exists():
-        copy.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".psfs.", suffix=".tmp", dir=copy.parent)
-        os.close(fd)
-        shutil.copyfile(psf_path, tmp)
-        os.chmod(tmp, _file_mode())
-        os.replace(tmp, copy)
+    for psf_path, rel in zip(psf_paths, psf_copies(cfg)):
+        copy = out / rel
+        if not copy.exists():
+            copy.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=".psfs.", suffix=".tmp", dir=copy.parent)
+            os.close(fd)
+            shutil.copyfile(psf_path, tmp)
+            os.chmod(tmp, _file_mode())
+            os.replace(tmp, copy)
     text = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
     fd, tmp = tempfile.mkstemp(prefix=f".{MANIFEST}.", suffix=".tmp", dir=out)
     with os.fdopen(fd, "w") as f:
@@ -545,7 +603,7 @@ def generate(cfg: GenerationConfig, out: Path, workers: int = 2, task_index: int
     total = sum(len(s) for _, s in todo)
     if todo:
         flat = [s for _, samples in todo for s in samples]
-        initargs = (cfg.as_dict(), str(out / PSF_COPY))
+        initargs = (cfg.as_dict(), [str(out / rel) for rel in psf_copies(cfg)])
         bar = tqdm(total=total, desc=f"rendering (task {task_index + 1}/{num_tasks})", unit="img", disable=not progress)
         if workers > 1:
             pool = _pool(workers, _init_worker, initargs)
@@ -601,10 +659,17 @@ def finalize(out: Path) -> None:
         stale.unlink()
     from psf.field import load_psf_field
 
-    _atomic_write_text(out / "README.md", dataset_card(cfg, manifest, load_psf_field(out / PSF_COPY)))
+    fields = [load_psf_field(out / rel) for rel in psf_copies(cfg)]
+    _atomic_write_text(out / "README.md", dataset_card(cfg, manifest, fields))
 
 
-def dataset_card(cfg: GenerationConfig, manifest: dict, field) -> str:
+def _field_text(field, rel: str, sha256: str) -> str:
+    return (f"`{rel}` (sha256 `{sha256}`; type `{field.psf_type}`, {field.grid_shape[0]}x{field.grid_shape[1]} nodes, "
+            f"{field.psf_size}x{field.psf_size} px PSFs, {'cross-talk' if field.c_in > 1 else 'per-channel'} "
+            f"{field.channel_order})")
+
+
+def dataset_card(cfg: GenerationConfig, manifest: dict, fields) -> str:
     import datasets
     import yaml
 
@@ -622,6 +687,14 @@ def dataset_card(cfg: GenerationConfig, manifest: dict, field) -> str:
              "gaussian": f"Gaussian in sRGB, sigma {_range(cfg.sigma)} (uniform per sample)",
              "poisson_gaussian": f"Poisson-Gaussian in linear light, {_range(cfg.photons)} photo-electrons at white "
                                  f"(log-uniform per sample), read noise {_range(cfg.read_noise)} e- rms"}[cfg.noise]
+    copies = psf_copies(cfg)
+    shas = manifest["psf_sha256"] if isinstance(manifest["psf_sha256"], list) else [manifest["psf_sha256"]]
+    if len(fields) == 1:
+        blur_text = "the spatially varying PSF field in " + _field_text(fields[0], copies[0], shas[0])
+    else:
+        blur_text = (f"one of {len(fields)} spatially varying PSF fields (column `psf_file`; each field renders an "
+                     "equal share of every split, assigned in a seeded order): "
+                     + "; ".join(_field_text(f, rel, sha) for f, rel, sha in zip(fields, copies, shas)))
     source = ("scikit-image's built-in images (`skimage.data`: " + ", ".join(BUILTIN_IMAGES) + ")"
               if cfg.images == "builtin" else f"{len(manifest['sources'])} images from `{cfg.images}`")
     lines = [
@@ -637,10 +710,7 @@ def dataset_card(cfg: GenerationConfig, manifest: dict, field) -> str:
         + (f", then {cfg.samples_per_image - 1} random window{'s' if cfg.samples_per_image > 2 else ''} of "
            f"{cfg.min_crop:g}-1x that size" if cfg.samples_per_image > 1 else "")
         + f"), resized to {ws}x{hs} (area / bicubic), stored as 8-bit PNG.",
-        f"- `lq`: the stored `gt` blurred by the spatially varying PSF field in `{PSF_COPY}` "
-        f"(sha256 `{manifest['psf_sha256']}`; type `{field.psf_type}`, {field.grid_shape[0]}x{field.grid_shape[1]} nodes, "
-        f"{field.psf_size}x{field.psf_size} px PSFs, {'cross-talk' if field.c_in > 1 else 'per-channel'} "
-        f"{field.channel_order}), {cfg.method} renderer, {cfg.boundary} boundary, in "
+        f"- `lq`: the stored `gt` blurred by {blur_text}, {cfg.method} renderer, {cfg.boundary} boundary, in "
         + ("linear light (IEC 61966-2-1 sRGB decoding before, encoding after)" if cfg.render_space == "linear" else "sRGB values")
         + f"; noise: {noise}; quantised to 8 bits (round half to even).",
         "- Per-sample columns: `key`, `source`, `crop_box` (x0, y0, w, h in the source), `noise`, `sigma`, `photons`, "

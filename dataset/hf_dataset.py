@@ -53,6 +53,7 @@ def load_split(path: str, split: str, revision: str | None = None, cache_dir: st
     local = Path(path).expanduser()
     if local.exists():
         source, where = str(local), f"dataset folder {path}"
+        cache_dir = local_cache_dir(local, cache_dir)
     elif looks_like_hub_id(path):
         source, where = path, f"{path} (no such local folder, so read as a Hub dataset id)"
     else:
@@ -65,6 +66,25 @@ def load_split(path: str, split: str, revision: str | None = None, cache_dir: st
         raise DataError(f"cannot load {where}: {exc}") from None
     except OSError as exc:  # offline, missing repo, no data files (ConnectionError, FileNotFoundError...)
         raise DataError(f"cannot load {where}: {exc}") from None
+
+
+def local_cache_dir(folder: Path, cache_dir: str | None) -> str:
+    """A cache folder specific to a local dataset folder's current contents.
+
+    ``datasets`` caches a folder whose card declares ``configs`` under a name derived from the
+    folder name and the card alone, so a regenerated dataset, or another dataset folder with
+    the same name and card, would be read back from the stale cache. Keying the cache on the
+    absolute path and every data file's size and modification time prevents that."""
+    import hashlib
+
+    import datasets
+
+    h = hashlib.sha256(str(folder.resolve()).encode())
+    for file in sorted(p for p in folder.rglob("*") if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)):
+        stat = file.stat()
+        h.update(f"{file.relative_to(folder).as_posix()}\0{stat.st_size}\0{stat.st_mtime_ns}\0".encode())
+    root = Path(cache_dir).expanduser() if cache_dir else Path(datasets.config.HF_DATASETS_CACHE)
+    return str(root / "restorelab-local" / h.hexdigest()[:16])
 
 
 def psf_folder(path: str, revision: str | None = None) -> Path:

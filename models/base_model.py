@@ -224,6 +224,10 @@ class BaseModel:
         for net in self.networks.values():
             net.eval()
 
+    def trainable_networks(self) -> list[str]:
+        """Names of the networks with at least one trainable parameter (none for a classical method)."""
+        return [n for n in self.networks if any(p.requires_grad for p in self.network(n).parameters())]
+
     def current_lr(self) -> float:
         """Learning rate of the first optimiser (for logs)."""
         if not self.optimizers:

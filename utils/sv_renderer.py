@@ -55,6 +55,7 @@ METHODS = ("auto", "basis", "full", "tiles", "brute_force")
 __all__ = [
     "BOUNDARIES", "METHODS", "SVRenderer", "render", "render_brute_force", "coef_maps", "node_weights",
     "node_weight_maps", "grid_index", "interpolated_psf", "elliptical_gaussian_field", "simulate_capture",
+    "BasisBlur", "sv_blur", "sv_blur_adjoint",
 ]
 
 
@@ -350,22 +351,9 @@ class SVRenderer:
         return self._apply_basis(xp) if self.strategy == "dense" else self._apply_nodes(xp)
 
     def _apply_basis(self, xp: torch.Tensor) -> torch.Tensor:
-        c, (h, w) = 2 * self.radius, (self.height, self.width)
-        maps, kft = self.maps, self.kernel_ft
-        c_out = xp.shape[1] if self.field.c_in == 1 else self.field.c_out
-        out = []
-        # One modulated image at a time, accumulated in the Fourier domain: the working set stays
-        # in cache, which is several times faster than one batched FFT over all K (and bounded in memory).
-        for o in range(c_out):
-            spec = None
-            for i in range(self.field.c_in):
-                src = xp[:, o if self.field.c_in == 1 else i]  # [B, Hp, Wp]
-                mo = o if maps.shape[0] > 1 else 0  # a single-channel field serves every channel
-                for k in range(maps.shape[2]):
-                    term = torch.fft.rfft2(maps[mo, i, k] * src, s=self.fft_size)
-                    spec = term * kft[mo, i, k] if spec is None else spec.addcmul_(term, kft[mo, i, k])
-            out.append(torch.fft.irfft2(spec, s=self.fft_size)[..., c:c + h, c:c + w])
-        return torch.stack(out, dim=1)
+        # The field's maps and spectra serve every image of the batch (leading batch dim of 1).
+        return _basis_forward(xp, self.maps[None], self.kernel_ft[None], self.fft_size, self.field.c_in,
+                              self.radius, (self.height, self.width))
 
     def _apply_nodes(self, xp: torch.Tensor) -> torch.Tensor:
         f, k = self.field, self.field.psf_size
@@ -385,6 +373,164 @@ class SVRenderer:
             full[:, :, s.y0:s.y0 + h + k - 1, s.x0:s.x0 + w + k - 1] += blurred
         c = 2 * self.radius
         return full[..., c:c + self.height, c:c + self.width]
+
+
+# -- the basis blur on padded images (shared by SVRenderer and BasisBlur) --------------------------
+def _basis_forward(xp: torch.Tensor, maps: torch.Tensor, kernel_ft: torch.Tensor, fft_size, c_in: int, radius: int,
+                   out_size) -> torch.Tensor:
+    """``Σ_k B_k ∗ (a_k ⊙ x)`` of a padded batch ``xp`` [B, C, Hp, Wp], cropped to ``out_size``.
+
+    ``maps`` [Bm, C_out, C_in, K, Hp, Wp] and ``kernel_ft`` [Bm, C_out, C_in, K, F1, F2] (rfft2 of
+    the kernels at ``fft_size`` >= (Hp, Wp)), with Bm = 1 (one field for the batch) or B (one
+    per sample). ``C_in == 1``: per-channel blur (C_out == 1 serves every image channel);
+    else out_o = Σ_i psf[o, i] ∗ x_i.
+    """
+    c, (h, w) = 2 * radius, out_size
+    c_out = xp.shape[1] if c_in == 1 else maps.shape[1]
+    out = []
+    # One modulated image at a time, accumulated in the Fourier domain: the working set stays
+    # in cache, which is several times faster than one batched FFT over all K (and bounded in memory).
+    for o in range(c_out):
+        spec = None
+        mo = o if maps.shape[1] > 1 else 0  # a single-channel field serves every channel
+        for i in range(c_in):
+            src = xp[:, o if c_in == 1 else i]  # [B, Hp, Wp]
+            for k in range(maps.shape[3]):
+                term = torch.fft.rfft2(maps[:, mo, i, k] * src, s=fft_size)
+                kft = kernel_ft[:, mo, i, k]
+                spec = term * kft if spec is None else spec.addcmul_(term, kft)
+        out.append(torch.fft.irfft2(spec, s=fft_size)[..., c:c + h, c:c + w])
+    return torch.stack(out, dim=1)
+
+
+def _basis_adjoint(y: torch.Tensor, maps: torch.Tensor, kernel_ft: torch.Tensor, fft_size, c_in: int,
+                   radius: int, channels: int) -> torch.Tensor:
+    """Adjoint of :func:`_basis_forward`: ``Σ_k a_k ⊙ (B̃_k ⋆ y)`` on the padded grid [B, channels, Hp, Wp].
+
+    The forward keeps outputs ``2r .. 2r+H-1`` of the full linear convolution, so ``y`` is put
+    back at that offset and correlated with each kernel (conjugate spectrum); an FFT length
+    >= Hp never wraps a correlation lag into the kept source range.
+    """
+    c, (h, w) = 2 * radius, y.shape[-2:]
+    hp, wp = h + c, w + c
+    ypad = F.pad(y, (c, fft_size[1] - c - w, c, fft_size[0] - c - h))
+    spec = torch.fft.rfft2(ypad)  # [B, C_out, F1, F2]
+    per_channel = c_in == 1
+    out = []
+    for i in range(channels):
+        acc = None
+        for o in ([i] if per_channel else range(maps.shape[1])):
+            mo = o if maps.shape[1] > 1 else 0
+            mi = 0 if per_channel else i
+            for k in range(maps.shape[3]):
+                corr = torch.fft.irfft2(spec[:, o] * kernel_ft[:, mo, mi, k].conj(), s=fft_size)[..., :hp, :wp]
+                term = maps[:, mo, mi, k] * corr
+                acc = term if acc is None else acc + term
+        out.append(acc)
+    return torch.stack(out, dim=1)
+
+
+def _pad_image_adjoint(xp: torch.Tensor, radius: int, boundary: str) -> torch.Tensor:
+    """Adjoint of ``_pad_image``: the padded margin folded back onto the pixels it copied."""
+    r = radius
+    h, w = xp.shape[-2] - 2 * r, xp.shape[-1] - 2 * r
+    if boundary == "zero":
+        return xp[..., r:r + h, r:r + w]
+    iy, ix = _reflect_index(h, r, xp.device), _reflect_index(w, r, xp.device)
+    rows = xp.new_zeros(*xp.shape[:-2], h, xp.shape[-1]).index_add(-2, iy, xp)
+    return xp.new_zeros(*xp.shape[:-2], h, w).index_add(-1, ix, rows)
+
+
+class BasisBlur:
+    """The spatially varying blur of a batch, ``H x = Σ_k B_k ∗ (a_k ⊙ x)``, and its adjoint.
+
+    Built from the batch keys of a PSF-aware dataset (docs/datasets.md) rather than a
+    ``PSFField``, so every sample can have its own field: ``basis_psfs`` [B, C_out, C_in, K, k, k]
+    and ``basis_coef`` [B, C_out, C_in, K, H, W] (B may be 1 to serve the whole batch). The
+    scatter form and boundaries are those of ``SVRenderer`` (same padding and FFT core): with a
+    field's ``basis_psfs`` and ``coef_maps`` it equals ``render(x, field, method="basis")``.
+
+    ``H x`` (``blur(x)`` or ``op(x)``) and ``Hᵀ y`` (``adjoint(y)``: Σ_k a_k ⊙ (B̃_k ⋆ y), then
+    the boundary extension folded back) are exact adjoints, <Hx, y> = <x, Hᵀy>: what
+    Richardson–Lucy and gradient methods need. Differentiable in x, y, kernels and maps.
+    The kernel spectra are computed once, so many applications (iterative solvers) are cheap.
+    Arithmetic is in ``basis_coef``'s floating dtype.
+    """
+
+    def __init__(self, basis_psfs: torch.Tensor, basis_coef: torch.Tensor, boundary: str = "reflect"):
+        if boundary not in BOUNDARIES:
+            raise ValueError(f"boundary must be one of {BOUNDARIES}, got {boundary!r}")
+        if basis_psfs.ndim != 6 or basis_coef.ndim != 6:
+            raise ValueError(f"expected basis_psfs [B, C_out, C_in, K, k, k] and basis_coef [B, C_out, C_in, K, H, W], "
+                             f"got {tuple(basis_psfs.shape)} and {tuple(basis_coef.shape)}")
+        k = basis_psfs.shape[-1]
+        if basis_psfs.shape[-2] != k or k % 2 == 0:
+            raise ValueError(f"basis PSFs must be square with an odd size, got {tuple(basis_psfs.shape[-2:])}")
+        if basis_psfs.shape[1:4] != basis_coef.shape[1:4]:
+            raise ValueError(f"basis_psfs {tuple(basis_psfs.shape)} and basis_coef {tuple(basis_coef.shape)} "
+                             "disagree on [C_out, C_in, K]")
+        self.boundary, self.radius = boundary, k // 2
+        self.c_out, self.c_in = basis_psfs.shape[1], basis_psfs.shape[2]
+        self.height, self.width = basis_coef.shape[-2:]
+        self.fft_size = (_fast_len(self.height + 2 * self.radius), _fast_len(self.width + 2 * self.radius))
+        self.dtype = basis_coef.dtype if basis_coef.dtype in (torch.float32, torch.float64) else torch.float32
+        self.kernels = basis_psfs.to(self.dtype)
+        self.maps = _pad_maps(basis_coef.to(self.dtype), self.radius)  # padded source pixels: nearest pixel's coefficients
+        self.kernel_ft = torch.fft.rfft2(self.kernels, s=self.fft_size)
+
+    def _channels(self, x: torch.Tensor, what: str, side: str) -> int:
+        if x.ndim != 4 or tuple(x.shape[-2:]) != (self.height, self.width):
+            raise ValueError(f"{what} must be [B, C, {self.height}, {self.width}] (the basis_coef size), got {tuple(x.shape)}")
+        if self.c_in > 1:  # cross-talk: x has C_in channels, H x has C_out
+            want = self.c_in if side == "in" else self.c_out
+        else:  # per channel: C_out channels (a single-channel field blurs any number alike)
+            want = self.c_out if self.c_out > 1 else x.shape[1]
+        if x.shape[1] != want:
+            raise ValueError(f"{what} has {x.shape[1]} channels; PSFs [C_out={self.c_out}, C_in={self.c_in}] need {want}")
+        return x.shape[1]
+
+    def blur(self, x: torch.Tensor) -> torch.Tensor:
+        """``H x`` for ``x`` [B, C, H, W]."""
+        self._channels(x, "x", "in")
+        xp = _pad_image(x.to(self.dtype), self.radius, self.boundary)
+        return _basis_forward(xp, self.maps, self.kernel_ft, self.fft_size, self.c_in, self.radius,
+                              (self.height, self.width))
+
+    __call__ = blur
+
+    def adjoint(self, y: torch.Tensor) -> torch.Tensor:
+        """``Hᵀ y`` for ``y`` [B, C, H, W] (the channels ``blur`` returns)."""
+        channels = self._channels(y, "y", "out")
+        zp = _basis_adjoint(y.to(self.dtype), self.maps, self.kernel_ft, self.fft_size, self.c_in, self.radius,
+                            channels if self.c_in == 1 else self.c_in)
+        return _pad_image_adjoint(zp, self.radius, self.boundary)
+
+    def norm_bound(self) -> torch.Tensor:
+        """Per-sample upper bound [B] of the spectral norm ||H||₂.
+
+        Schur test: ||H||₂² ≤ (max row sum of |H|)·(max column sum of |H|), and |H| is bounded
+        entry-wise by the operator built from |B_k| and |a_k|, whose row and column sums are
+        that operator applied to ones (and its adjoint to ones)."""
+        absolute = BasisBlur(self.kernels.abs(), self.maps.abs()[..., self.radius:self.radius + self.height,
+                                                                    self.radius:self.radius + self.width],
+                             self.boundary)
+        b = max(self.maps.shape[0], self.kernels.shape[0])
+        c_x = self.c_in if self.c_in > 1 else self.c_out
+        c_y = self.c_out
+        rows = absolute.blur(self.maps.new_ones(b, c_x, self.height, self.width)).amax(dim=(1, 2, 3))
+        cols = absolute.adjoint(self.maps.new_ones(b, c_y, self.height, self.width)).amax(dim=(1, 2, 3))
+        return (rows * cols).sqrt()
+
+
+def sv_blur(x: torch.Tensor, basis_psfs: torch.Tensor, basis_coef: torch.Tensor, boundary: str = "reflect") -> torch.Tensor:
+    """``H x = Σ_k B_k ∗ (a_k ⊙ x)`` with per-sample ``basis_psfs``/``basis_coef`` (see ``BasisBlur``)."""
+    return BasisBlur(basis_psfs, basis_coef, boundary).blur(x)
+
+
+def sv_blur_adjoint(y: torch.Tensor, basis_psfs: torch.Tensor, basis_coef: torch.Tensor,
+                    boundary: str = "reflect") -> torch.Tensor:
+    """``Hᵀ y = Σ_k a_k ⊙ (B̃_k ⋆ y)`` (boundary folded back): the adjoint of :func:`sv_blur`."""
+    return BasisBlur(basis_psfs, basis_coef, boundary).adjoint(y)
 
 
 def _complex(dtype):

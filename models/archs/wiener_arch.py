@@ -19,6 +19,10 @@ Modes (``Wiener_config.mode``) and the batch keys they read:
   are blended with bilinear weights between the centres (Nagy & O'Leary, SIAM J. Sci.
   Comput. 19(4), 1998, piecewise-interpolated restoration).
 
+``linear_light: true`` deconvolves ``srgb_to_linear(lq)`` and returns the sRGB encoding of the
+result: the right model for data blurred in linear light (step 3's default ``--render_space
+linear``); with ``false`` the sRGB values are deconvolved as they are.
+
 Borders: the image is extended symmetrically to 2H×2W before the FFT (half-sample mirror),
 so the periodic image the FFT sees has no jumps and no circular ringing enters from the
 edges (Ng, Chan & Tang, SIAM J. Sci. Comput. 21(3), 1999: reflective boundary conditions).
@@ -40,7 +44,7 @@ class Wiener_config(RestorationConfig):
     model_type = "restorelab-wiener"
 
     def __init__(self, mode: str = "center", nsr: float = 1e-2, learnable_nsr: bool = False, in_channels: int = 3,
-                 regions: list[int] | tuple[int, int] = (3, 3), **kwargs):
+                 regions: list[int] | tuple[int, int] = (3, 3), linear_light: bool = False, **kwargs):
         if mode not in WIENER_MODES:
             raise ConfigError(f"network Wiener: mode must be one of {', '.join(WIENER_MODES)}, got {mode!r}")
         if not nsr > 0:
@@ -50,6 +54,7 @@ class Wiener_config(RestorationConfig):
         self.learnable_nsr = bool(learnable_nsr)
         self.in_channels = int(in_channels)
         self.regions = [int(r) for r in regions]
+        self.linear_light = bool(linear_light)
         super().__init__(**kwargs)
 
     @classmethod
@@ -114,6 +119,32 @@ def region_centres(height: int, width: int, regions: tuple[int, int]) -> list[tu
     return [(y, x) for y in pos(height, regions[0]) for x in pos(width, regions[1])]
 
 
+def wiener_components(lq: torch.Tensor, basis_psfs: torch.Tensor, basis_coef: torch.Tensor, nsr) -> torch.Tensor:
+    """Deconvolve with every basis PSF and blend the K results with the coefficient maps
+    (MultiWienerNet's multi-Wiener stage; right for nodal bases, see the module doc)."""
+    # Blend per output channel; with cross-talk the (o, i) maps of a nodal basis coincide, average them.
+    weights = basis_coef.mean(dim=2)  # [B, C_out, K, H, W]
+    out = 0
+    for k in range(basis_psfs.shape[3]):
+        if not weights[:, :, k].any() and not basis_psfs[:, :, :, k].any():
+            continue  # a zero element (K padded for a dataset mixing fields) adds nothing
+        out = out + weights[:, :, k] * wiener_deconvolve(lq, basis_psfs[:, :, :, k], nsr)
+    return out
+
+
+def wiener_regions(lq: torch.Tensor, basis_psfs: torch.Tensor, basis_coef: torch.Tensor, nsr,
+                   regions: tuple[int, int]) -> torch.Tensor:
+    """Rebuild the local PSF Σ_k a_k(c_r) B_k at each region centre c_r, deconvolve with each,
+    blend with bilinear weights between the centres (any basis)."""
+    h, w = lq.shape[-2:]
+    blend = region_weights(h, w, tuple(regions), lq.device, lq.dtype)
+    out = 0
+    for r, (y, x) in enumerate(region_centres(h, w, tuple(regions))):
+        local_psf = torch.einsum("boik,boikyx->boiyx", basis_coef[..., y, x], basis_psfs.to(basis_coef.dtype))
+        out = out + blend[r] * wiener_deconvolve(lq, local_psf, nsr)
+    return out
+
+
 # -- the network ----------------------------------------------------------------------------------
 class Wiener_arch(RestorationModel):
     """Wiener deconvolution; see the module docstring for modes and batch keys."""
@@ -133,50 +164,23 @@ class Wiener_arch(RestorationModel):
 
     def forward(self, lq: torch.Tensor, psf: torch.Tensor | None = None, basis_psfs: torch.Tensor | None = None,
                 basis_coef: torch.Tensor | None = None, **_) -> torch.Tensor:
-        mode = self.config.mode
+        from models.archs.psf_util import check_basis_inputs, decode_srgb, encode_srgb
+
+        mode, linear = self.config.mode, self.config.linear_light
         if mode == "center":
             if psf is None:
                 raise ValueError("Wiener (mode=center) needs the batch key 'psf' [B, C_out, C_in, k, k]")
-            return wiener_deconvolve(lq, psf, self.nsr)
-        if basis_psfs is None or basis_coef is None:
-            raise ValueError(f"Wiener (mode={mode}) needs the batch keys 'basis_psfs' and 'basis_coef'")
-        if tuple(basis_coef.shape[-2:]) != tuple(lq.shape[-2:]):
-            raise ValueError(f"basis_coef maps are {tuple(basis_coef.shape[-2:])}, lq is {tuple(lq.shape[-2:])}")
+            return encode_srgb(wiener_deconvolve(decode_srgb(lq, linear), psf, self.nsr), linear)
+        check_basis_inputs(lq, basis_psfs, basis_coef, f"Wiener (mode={mode})")
+        y = decode_srgb(lq, linear)
         if mode == "components":
-            return self._components(lq, basis_psfs, basis_coef)
-        return self._regions(lq, basis_psfs, basis_coef)
-
-    def _components(self, lq, basis_psfs, basis_coef):
-        # Blend per output channel; with cross-talk the (o, i) maps of a nodal basis coincide, average them.
-        weights = basis_coef.mean(dim=2)  # [B, C_out, K, H, W]
-        out = 0
-        for k in range(basis_psfs.shape[3]):
-            out = out + weights[:, :, k] * wiener_deconvolve(lq, basis_psfs[:, :, :, k], self.nsr)
-        return out
-
-    def _regions(self, lq, basis_psfs, basis_coef):
-        h, w = lq.shape[-2:]
-        regions = tuple(self.config.regions)
-        blend = region_weights(h, w, regions, lq.device, lq.dtype)
-        out = 0
-        for r, (y, x) in enumerate(region_centres(h, w, regions)):
-            local_psf = torch.einsum("boik,boikyx->boiyx", basis_coef[..., y, x], basis_psfs.to(basis_coef.dtype))
-            out = out + blend[r] * wiener_deconvolve(lq, local_psf, self.nsr)
-        return out
+            x = wiener_components(y, basis_psfs, basis_coef, self.nsr)
+        else:
+            x = wiener_regions(y, basis_psfs, basis_coef, self.nsr, tuple(self.config.regions))
+        return encode_srgb(x, linear)
 
     def example_inputs(self, batch_size: int = 2, size: int = 32, generator: torch.Generator | None = None) -> dict:
         """Random ``lq`` and a valid field: elliptical Gaussian PSFs on a 2×2 node grid over the image."""
-        from utils.sv_renderer import coef_maps, elliptical_gaussian_field
+        from models.archs.psf_util import example_psf_inputs
 
-        c = self.config.in_channels
-        lq = torch.rand(batch_size, c, size, size, generator=generator)
-        field = elliptical_gaussian_field(grid_shape=(2, 2), psf_size=7, sensor_res=(size, size), sigma_center=0.7,
-                                          sigma_radial=1.6, sigma_tangential=1.0, coma_shift=0.5,
-                                          channel_scale=torch.linspace(1.1, 0.9, c).tolist(),
-                                          channel_order="RGB" if c == 3 else "C" * c)
-        if self.config.mode == "center":
-            centre = field.psfs[:, :, 0]  # any node: a valid normalised PSF
-            return {"lq": lq, "psf": centre.expand(batch_size, *centre.shape).clone()}
-        maps = coef_maps(field, size, size)  # full rank: node PSFs + bilinear weights
-        return {"lq": lq, "basis_psfs": field.psfs.expand(batch_size, *field.psfs.shape).clone(),
-                "basis_coef": maps.expand(batch_size, *maps.shape).clone()}
+        return example_psf_inputs(batch_size, size, self.config.in_channels, generator=generator, keys=self.input_keys)
