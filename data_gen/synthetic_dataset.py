@@ -40,6 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from utils import __version__
+from utils.atomic import atomic_path, atomic_write_text, umask_permissions
 from utils.errors import ConfigError, DataError
 
 MANIFEST = "generation.json"
@@ -434,35 +435,11 @@ def write_shard(rows: list[dict], path: Path) -> None:
 
     schema = features().arrow_schema
     table = pa.Table.from_pylist(rows, schema=schema)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path, suffix=".tmp") as tmp:
         pq.write_table(table, tmp, row_group_size=ROWS_PER_GROUP)
-        os.chmod(tmp, _file_mode())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 # -- the run ---------------------------------------------------------------------------------------------
-def _file_mode() -> int:
-    """Permissions of a normally created file (mkstemp makes 0600 temp files)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.chmod(tmp, _file_mode())
-    os.replace(tmp, path)
-
-
 def _software() -> dict:
     import cv2
     import pyarrow
@@ -524,17 +501,13 @@ def prepare(cfg: GenerationConfig, out: Path, workers: int) -> dict:
     for psf_path, rel in zip(psf_paths, psf_copies(cfg)):
         copy = out / rel
         if not copy.exists():
-            copy.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=".psfs.", suffix=".tmp", dir=copy.parent)
-            os.close(fd)
-            shutil.copyfile(psf_path, tmp)
-            os.chmod(tmp, _file_mode())
-            os.replace(tmp, copy)
+            with atomic_path(copy, suffix=".tmp") as tmp:
+                shutil.copyfile(psf_path, tmp)
     text = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
     fd, tmp = tempfile.mkstemp(prefix=f".{MANIFEST}.", suffix=".tmp", dir=out)
     with os.fdopen(fd, "w") as f:
         f.write(text)
-    os.chmod(tmp, _file_mode())
+    umask_permissions(tmp)
     try:
         os.link(tmp, out / MANIFEST)  # exclusive: a concurrent task may have won the race
     except FileExistsError:
@@ -660,7 +633,7 @@ def finalize(out: Path) -> None:
     from psf.field import load_psf_field
 
     fields = [load_psf_field(out / rel) for rel in psf_copies(cfg)]
-    _atomic_write_text(out / "README.md", dataset_card(cfg, manifest, fields))
+    atomic_write_text(out / "README.md", dataset_card(cfg, manifest, fields))
 
 
 def _field_text(field, rel: str, sha256: str) -> str:
@@ -706,7 +679,7 @@ def dataset_card(cfg: GenerationConfig, manifest: dict, fields) -> str:
         *[f"| {s} | {v['num_examples']} |" for s, v in splits.items()], "",
         "## How it was made", "",
         f"- Sources: {source}; split by image (seed {cfg.seed}).",
-        f"- `gt`: a crop with the sensor's aspect ratio (the largest centred window for the first sample of an image"
+        "- `gt`: a crop with the sensor's aspect ratio (the largest centred window for the first sample of an image"
         + (f", then {cfg.samples_per_image - 1} random window{'s' if cfg.samples_per_image > 2 else ''} of "
            f"{cfg.min_crop:g}-1x that size" if cfg.samples_per_image > 1 else "")
         + f"), resized to {ws}x{hs} (area / bicubic), stored as 8-bit PNG.",

@@ -3,42 +3,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from dataset.base import PairedImageDataset
 from dataset.psf_keys import PSFAttacher, check_psf_keys, field_name_for, load_psf_fields
 from utils.errors import DataError
-from utils.image_io import read_image
+from utils.image_io import decode_image, read_image
 from utils.registry import closest
-
-
-def decode_image(data: bytes, name: str) -> np.ndarray:
-    """Encoded image bytes -> float32 H×W×3 RGB in [0, 1] (same conventions as ``read_image``).
-
-    Decoded with OpenCV rather than the column's PIL decoder so 16-bit RGB PNGs keep their
-    16 bits (PIL reduces them to 8).
-    """
-    raw = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
-    if raw is None:
-        raise DataError(f"cannot decode image {name} (corrupt or unsupported format)")
-    if raw.dtype == np.uint8:
-        img = raw.astype(np.float32) / 255.0
-    elif raw.dtype == np.uint16:
-        img = raw.astype(np.float32) / 65535.0
-    elif raw.dtype in (np.float32, np.float64):
-        img = raw.astype(np.float32)
-    else:
-        raise DataError(f"unsupported pixel type {raw.dtype} in image {name}")
-    if img.ndim == 2:
-        img = img[:, :, None]
-    if img.shape[2] == 4:
-        img = img[:, :, :3]
-    if img.shape[2] == 3:
-        img = img[:, :, ::-1]  # OpenCV BGR -> RGB
-    else:
-        img = np.repeat(img, 3, axis=2)
-    return np.ascontiguousarray(img)
 
 
 def looks_like_hub_id(path: str) -> bool:

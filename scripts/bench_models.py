@@ -34,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
+from utils.atomic import atomic_write_text  # noqa: E402
 from utils.errors import ConfigError, run_cli  # noqa: E402
 
 
@@ -237,10 +238,7 @@ def main() -> int:
                "command": " ".join(["python", "scripts/bench_models.py", *sys.argv[1:]])}
         if device.type == "cuda":
             env["gpu"] = torch.cuda.get_device_name(device)
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        tmp = args.json.with_name(args.json.name + ".tmp")
-        tmp.write_text(json.dumps({"environment": env, "results": records}, indent=2))
-        tmp.replace(args.json)
+        atomic_write_text(args.json, json.dumps({"environment": env, "results": records}, indent=2))
     return 0
 
 

@@ -40,6 +40,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from utils.atomic import atomic_write_text  # noqa: E402
 from utils.errors import ConfigError, DataError, run_cli  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -90,6 +91,9 @@ def methods_for(psf_size: int, n_basis: int, quick: bool) -> dict[str, Method]:
         "Wiener": Method("Wiener (regions 5x5, true SV PSFs)", "Wiener",
                          {"type": "Wiener", "mode": "regions", "regions": [5, 5], "linear_light": True}, True,
                          ("nsr", [1e-2, 3e-2, 1e-1, 3e-1])),
+        "WienerCLS": Method("Wiener-CLS (Laplacian regularizer, regions 5x5, true SV PSFs)", "Wiener",
+                            {"type": "Wiener", "mode": "regions", "regions": [5, 5], "linear_light": True,
+                             "regularizer": "laplacian"}, True, ("nsr", [1e-1, 3e-1, 1.0, 3.0, 10.0])),
         "RichardsonLucy": Method("Richardson-Lucy (true SV PSFs)", "RichardsonLucy",
                                  {"type": "RichardsonLucy", "linear_light": True}, True,
                                  ("iterations", [2, 3, 5, 10, 20])),
@@ -295,7 +299,7 @@ def write_report(setup: Setup, results: dict, env: dict) -> None:
     lines += ["", f"Machine: {env['machine']}; torch {env['torch']}, {s.threads} thread(s) per process; load average "
               f"at start {env['load_start']}, at end {env['load_end']}; total {env['total_minutes']:.1f} min.",
               f"Command: `{env['command']}`", ""]
-    (s.out / "results.md").write_text("\n".join(lines))
+    atomic_write_text(s.out / "results.md", "\n".join(lines))
 
 
 def main(argv=None) -> int:
@@ -366,7 +370,7 @@ def main(argv=None) -> int:
         results["seidel"].append(run_method(setup, key, zoo[key], "seidel", data["seidel"], evals["seidel"],
                                             setup.steps, progress))
         bar.update(1)
-    for key in ("Wiener", "RichardsonLucy"):  # what the true PSFs alone give on the mixed data
+    for key in ("Wiener", "WienerCLS", "RichardsonLucy", "FISTATV"):  # what the true PSFs alone give on the mixed data
         if key in chosen:
             results["mixed"].append(run_method(setup, key, zoo[key], "mixed", data["mixed"], evals["mixed"], None, progress))
     bar.update(1)
@@ -383,9 +387,7 @@ def main(argv=None) -> int:
     env.update(load_end=[round(v, 2) for v in os.getloadavg()], total_minutes=(time.time() - started) / 60)
     report = {"setup": {k: (str(v) if isinstance(v, Path) else v) for k, v in setup.__dict__.items() if k != "log"},
               "environment": env, "results": results, "commands": setup.log}
-    tmp = setup.out / ".results.json.tmp"
-    tmp.write_text(json.dumps(report, indent=2))
-    tmp.replace(setup.out / "results.json")
+    atomic_write_text(setup.out / "results.json", json.dumps(report, indent=2))
     write_report(setup, results, env)
     print((setup.out / "results.md").read_text())
     return 0

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -35,14 +34,21 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from utils.atomic import atomic_path, atomic_write_text  # noqa: E402
 from utils.errors import ConfigError, RestorelabError, run_cli  # noqa: E402
 
 DEFAULT_CONFIG = ROOT / "checkpoints" / "quickstart.yml"
 NSR_GRID = (2.5e-3, 5e-3, 1e-2, 2e-2, 4e-2, 8e-2)
+CLS_NSR_GRID = (1e-2, 3e-2, 1e-1, 3e-1, 1.0, 3.0)
 # Natural photographs from the training set tune the Wiener NSRs (as the held-out images are).
 TUNING_IMAGES = ("chelsea", "motorcycle", "rocket")
+# The Wiener baselines of the acceptance use the textbook filter (flat NSR); the constrained
+# least-squares variant (Laplacian regularizer, docs/models.md) is reported beside them.
+WIENERS = {"wiener": ("center", "identity", NSR_GRID), "wiener_oracle": ("components", "identity", NSR_GRID),
+           "wiener_cls_oracle": ("components", "laplacian", CLS_NSR_GRID)}
 METHODS = (("input", "blurred input"), ("wiener", "Wiener, centre PSF"),
-           ("wiener_oracle", "Wiener, true SV PSFs"), ("model", "NAFNet (trained)"))
+           ("wiener_oracle", "Wiener, true SV PSFs"), ("wiener_cls_oracle", "Wiener-CLS, true SV PSFs"),
+           ("model", "NAFNet (trained)"))
 # Acceptance margins (mean over held-out images, PSNR dB).
 TARGETS = {"model - input": 1.5, "model - wiener": 1.0, "model - wiener_oracle": -0.3}
 
@@ -97,20 +103,20 @@ def score(pred, gt) -> tuple[float, float]:
     return (psnr(pred, gt, round_to_uint8=True).item(), ssim(pred, gt, round_to_uint8=True).item())
 
 
-def wiener(mode: str, nsr: float):
+def wiener(mode: str, nsr: float, regularizer: str = "identity"):
     from models.archs import define_network
 
-    return define_network({"type": "Wiener", "mode": mode, "nsr": nsr}).eval()
+    return define_network({"type": "Wiener", "mode": mode, "nsr": nsr, "regularizer": regularizer}).eval()
 
 
-def tune_nsr(mode: str, samples: list[dict]) -> tuple[float, dict]:
-    """The NSR of the grid with the best mean PSNR on ``samples`` (training images)."""
+def tune_nsr(mode: str, regularizer: str, grid: tuple, samples: list[dict]) -> tuple[float, dict]:
+    """The NSR of ``grid`` with the best mean PSNR on ``samples`` (training images)."""
     import torch
 
     results = {}
     with torch.no_grad():
-        for nsr in NSR_GRID:
-            net = wiener(mode, nsr)
+        for nsr in grid:
+            net = wiener(mode, nsr, regularizer)
             results[nsr] = sum(score(net(**{k: as_batch(s)[k] for k in net.input_keys}), s["gt"][None])[0]
                                for s in samples) / len(samples)
     return max(results, key=results.get), results
@@ -139,8 +145,8 @@ def evaluate(cfg, run_dir: Path) -> dict:
                           samples_per_image=1, psf_keys=psf_keys)
     tuning_samples = [tuning[i] for i in range(len(tuning))]
     nsr = {}
-    for key, mode in (("wiener", "center"), ("wiener_oracle", "components")):
-        nsr[key], grid = tune_nsr(mode, tuning_samples)
+    for key, (mode, regularizer, candidates) in WIENERS.items():
+        nsr[key], grid = tune_nsr(mode, regularizer, candidates, tuning_samples)
         print(f"{key}: NSR {nsr[key]:g} (mean PSNR on {', '.join(tuning_names)}: "
               + ", ".join(f"{k:g}: {v:.2f}" for k, v in grid.items()) + ")", flush=True)
 
@@ -149,7 +155,7 @@ def evaluate(cfg, run_dir: Path) -> dict:
     if not weights.is_dir():
         raise RestorelabError(f"no trained weights in {weights} (run without --skip_train first)")
     net = arch_cls.from_pretrained(weights).eval()
-    nets = {"wiener": wiener("center", nsr["wiener"]), "wiener_oracle": wiener("components", nsr["wiener_oracle"])}
+    nets = {key: wiener(mode, nsr[key], regularizer) for key, (mode, regularizer, _) in WIENERS.items()}
 
     per_image, outputs = {}, {}
     with torch.no_grad():
@@ -176,6 +182,7 @@ def save_figure(outputs: dict, per_image: dict, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     columns = [("input", "input"), ("wiener", "Wiener (centre PSF)"), ("wiener_oracle", "Wiener (true PSFs)"),
+               ("wiener_cls_oracle", "Wiener-CLS (true PSFs)"),
                ("model", "NAFNet"), ("gt", "ground truth")]
     keys = list(outputs)
     fig, axes = plt.subplots(len(keys), len(columns), figsize=(2.6 * len(columns), 2.8 * len(keys)), squeeze=False)
@@ -194,11 +201,9 @@ def save_figure(outputs: dict, per_image: dict, path: Path) -> Path:
                 ax.set_ylabel(key, fontsize=9)
     fig.suptitle("held-out images: top-left corner crops (strongest blur); PSNR over the whole image", fontsize=9)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=110)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110)
     plt.close(fig)
-    os.replace(tmp, path)
     return path
 
 
@@ -210,8 +215,7 @@ def summarize(result: dict, train_steps: int, train_seconds: float | None) -> di
         "train_steps": train_steps,
         "train_seconds": train_seconds,
         "per_image": per_image,
-        "wiener_nsr": result["nsr"]["wiener"],
-        "wiener_oracle_nsr": result["nsr"]["wiener_oracle"],
+        **{f"{key}_nsr": value for key, value in result["nsr"].items()},
         "nsr_tuning_images": result["tuning_images"],
     }
     summary["margins_db"] = {name: mean[f"{name.split(' - ')[0]}_psnr"] - mean[f"{name.split(' - ')[1]}_psnr"]
@@ -249,9 +253,7 @@ def main() -> int:
     summary["figure"] = str(figure)
     summary["total_seconds"] = time.perf_counter() - start
     out = run_dir / "results" / "summary.json"
-    tmp = out.with_name(".summary.json.tmp")
-    tmp.write_text(json.dumps(summary, indent=2) + "\n")
-    os.replace(tmp, out)
+    atomic_write_text(out, json.dumps(summary, indent=2) + "\n")
     print_table(summary)
     if train_seconds is not None:
         print(f"\ntrained {cfg.train.max_steps} steps in {train_seconds / 60:.1f} min; "

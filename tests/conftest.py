@@ -31,3 +31,7 @@ def _torch_threads():
 
     torch.manual_seed(0)
     yield
+
+
+# The session-scoped local Slurm cluster fixture (tests/slurm_cluster.py), for tests marked slurm.
+from slurm_cluster import slurm_cluster  # noqa: E402,F401

@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 
 from utils.config import (
-    ExperimentConfig,
     FrozenDict,
     NoOptions,
     build_dataclass,

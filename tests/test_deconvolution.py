@@ -17,7 +17,6 @@ from scipy.signal import fftconvolve
 
 from models.archs import define_network
 from models.archs.fista_tv_arch import fista_tv, fista_tv_objective, tv_divergence, tv_gradient
-from models.archs.richardson_lucy_arch import richardson_lucy
 from psf.field import PSFField, default_H_img
 from utils.noise import gaussian_noise, linear_to_srgb, srgb_to_linear
 from utils.sv_renderer import BasisBlur, coef_maps, elliptical_gaussian_field, render

@@ -68,14 +68,15 @@ def test_quickstart_end_to_end_shortened(tmp_path):
     assert "Wiener, true SV PSFs" in proc.stdout and "NAFNet (trained)" in proc.stdout
     results = tmp_path / "quickstart" / "results"
     summary = json.loads((results / "summary.json").read_text())
-    for key in KEYS:
+    for key in (*KEYS, "wiener_cls_oracle_psnr", "wiener_cls_oracle_ssim"):
         assert key in summary and math.isfinite(summary[key]), key
     assert summary["train_steps"] == 4 and summary["train_seconds"] > 0
     assert set(summary["per_image"]) == {"astronaut", "camera", "coffee"}
-    for key in ("input", "wiener", "wiener_oracle", "model"):
+    for key in ("input", "wiener", "wiener_oracle", "wiener_cls_oracle", "model"):
         assert 10 < summary[f"{key}_psnr"] < 60 and 0 < summary[f"{key}_ssim"] <= 1
     # The oracle Wiener (true PSFs everywhere) must beat the blurred input even on 96x96 images.
     assert summary["wiener_oracle_psnr"] > summary["input_psnr"]
+    assert summary["wiener_cls_oracle_psnr"] > summary["input_psnr"]
     import cv2
 
     figure = cv2.imread(str(results / "quickstart_comparison.png"))

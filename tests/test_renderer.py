@@ -82,7 +82,7 @@ def naive_scatter(x: np.ndarray, psfs: np.ndarray, grid, sensor) -> np.ndarray:
     """Zero boundary, C_in = 1: loop over pixels, bilinear PSF from the node spacing, scatter."""
     gh, gw = grid
     h, w = sensor
-    c, k = x.shape[0], psfs.shape[-1]
+    k = psfs.shape[-1]
     r = k // 2
     out = np.zeros_like(x)
     for y in range(h):

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from paired_data import write_pairs
-from slurm_cluster import ROOT, LocalSlurm, slurm_cluster, wait_until  # noqa: F401  (fixture)
+from slurm_cluster import ROOT, LocalSlurm, wait_until
 
 pytestmark = pytest.mark.slurm
 

@@ -90,15 +90,17 @@ def test_adjoint_is_the_transpose(boundary, c_in, size):
 
 
 def test_norm_bound_is_an_upper_bound():
-    cases = ((random_field(seed=8), "reflect", 1.25), (random_field(c_in=3, seed=10), "zero", 1.25),
-             (with_pca(random_field(c_in=3, seed=9), 3), "zero", None))  # signed PCA elements: looser
+    # Non-negative PSFs and weights: the bound is a useful step size (within 1.25 of the norm); a zero
+    # boundary on a 6x7 image drops much of a 7x7 PSF outside it (looser); signed PCA elements: loosest.
+    cases = ((random_field(seed=8), "reflect", 1.25), (random_field(c_in=3, seed=10), "reflect", 1.25),
+             (random_field(seed=11), "zero", 2.0), (with_pca(random_field(c_in=3, seed=9), 3), "zero", None))
     for field, boundary, tight in cases:
         op = BasisBlur(*batch_keys(field, 6, 7), boundary=boundary)
         true_norm = torch.linalg.matrix_norm(dense_matrix(op.blur, (1, 3, 6, 7)), ord=2).item()
         bound = op.norm_bound().item()
         print(f"{boundary}: ||H|| = {true_norm:.4f}, bound {bound:.4f}")
         assert true_norm <= bound * (1 + 1e-12)
-        if tight:  # non-negative PSFs and weights: about 1, a useful step size
+        if tight:
             assert bound < tight * true_norm
 
 

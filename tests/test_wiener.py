@@ -186,3 +186,48 @@ def test_input_keys_example_inputs_and_errors():
     from utils.errors import ConfigError
     with pytest.raises(ConfigError, match="mode must be one of"):
         define_network({"type": "Wiener", "mode": "global"})
+
+
+def circulant_conv_matrix(kernel: torch.Tensor, n: int) -> torch.Tensor:
+    """Dense [n², n²] matrix of the circular scatter of a centred k×k kernel on an n×n grid."""
+    k = kernel.shape[-1]
+    mat = torch.zeros(n * n, n * n, dtype=torch.float64)
+    for sy in range(n):
+        for sx in range(n):
+            for ky in range(k):
+                for kx in range(k):
+                    ty, tx = (sy + ky - k // 2) % n, (sx + kx - k // 2) % n
+                    mat[ty * n + tx, sy * n + sx] += kernel[ky, kx]
+    return mat
+
+
+@pytest.mark.parametrize("regularizer", ["identity", "laplacian"])
+def test_regularized_wiener_equals_dense_least_squares(regularizer):
+    """argmin ||H x - y||² + nsr ||R x||² solved with dense matrices on the 2H×2W mirror extension."""
+    from models.archs.wiener_arch import LAPLACIAN, symmetric_extension
+
+    g = torch.Generator().manual_seed(0)
+    y = torch.rand(1, 1, 6, 6, generator=g, dtype=torch.float64)
+    psf = torch.rand(5, 5, generator=g, dtype=torch.float64)
+    psf /= psf.sum()
+    nsr = 0.05
+    n = 12
+    h_mat = circulant_conv_matrix(psf, n)
+    r_mat = torch.eye(n * n, dtype=torch.float64) if regularizer == "identity" else \
+        circulant_conv_matrix(torch.tensor(LAPLACIAN, dtype=torch.float64), n)
+    y_ext = symmetric_extension(y).reshape(-1)
+    x = torch.linalg.solve(h_mat.T @ h_mat + nsr * r_mat.T @ r_mat, h_mat.T @ y_ext).reshape(n, n)[:6, :6]
+    out = wiener_deconvolve(y, psf[None, None, None], torch.tensor([nsr], dtype=torch.float64), regularizer)
+    assert torch.allclose(out[0, 0], x, atol=1e-10)
+
+
+def test_laplacian_regularizer_keeps_the_mean_identity_darkens():
+    """A flat grey: the CLS filter returns it unchanged, the flat-NSR Wiener scales it by 1/(1+nsr)."""
+    y = torch.full((1, 3, 16, 16), 0.5, dtype=torch.float64)
+    psf = torch.full((1, 3, 1, 5, 5), 1 / 25, dtype=torch.float64)
+    lap = wiener(nsr=0.5, regularizer="laplacian")(y, psf=psf)
+    flat = wiener(nsr=0.5)(y, psf=psf)
+    assert torch.allclose(lap, y, atol=1e-12)
+    assert torch.allclose(flat, y / 1.5, atol=1e-12)
+    with pytest.raises(Exception, match="regularizer must be one of identity, laplacian"):
+        wiener(regularizer="tikhonov")

@@ -41,6 +41,22 @@ def read_image(path: str | os.PathLike, channels: int = 3) -> np.ndarray:
     raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if raw is None:
         raise DataError(f"cannot read image (corrupt or unsupported format): {path}")
+    return _to_float_rgb(raw, channels, str(path))
+
+
+def decode_image(data: bytes, name: str, channels: int = 3) -> np.ndarray:
+    """Encoded image bytes (PNG, JPEG, TIFF, ...) -> float32 H×W×C RGB in [0, 1], as ``read_image``.
+
+    OpenCV keeps the 16 bits of 16-bit PNGs (PIL, the ``datasets`` Image decoder, reduces them to 8).
+    """
+    raw = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+    if raw is None:
+        raise DataError(f"cannot decode image {name} (corrupt or unsupported format)")
+    return _to_float_rgb(raw, channels, name)
+
+
+def _to_float_rgb(raw: np.ndarray, channels: int, name: str) -> np.ndarray:
+    """OpenCV pixels (BGR[A] or gray; uint8/uint16/float) -> float32 RGB in [0, 1] with ``channels``."""
     if raw.dtype == np.uint8:
         img = raw.astype(np.float32) / 255.0
     elif raw.dtype == np.uint16:
@@ -48,7 +64,7 @@ def read_image(path: str | os.PathLike, channels: int = 3) -> np.ndarray:
     elif raw.dtype in (np.float32, np.float64):
         img = raw.astype(np.float32)
     else:
-        raise DataError(f"unsupported pixel type {raw.dtype} in {path}")
+        raise DataError(f"unsupported pixel type {raw.dtype} in {name}")
     if img.ndim == 2:
         img = img[:, :, None]
     if img.shape[2] == 4:
@@ -58,7 +74,7 @@ def read_image(path: str | os.PathLike, channels: int = 3) -> np.ndarray:
     if channels == 3 and img.shape[2] == 1:
         img = np.repeat(img, 3, axis=2)
     elif channels == 1 and img.shape[2] != 1:
-        raise DataError(f"expected a single-channel image, got {img.shape[2]} channels: {path}")
+        raise DataError(f"expected a single-channel image, got {img.shape[2]} channels: {name}")
     return np.ascontiguousarray(img)
 
 

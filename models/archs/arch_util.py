@@ -8,6 +8,12 @@ config.json) rebuild them exactly. Conventions every arch follows:
   PSF-aware nets add ``"basis_psfs"``, ``"basis_coef"``...). Models feed exactly these.
 * ``{Type}_config.tiny()`` returns a small config used by the registry-parametrised tests.
 * ``example_inputs()`` returns a batch dict with every key in ``input_keys``.
+* Channels: new networks name the image channels ``in_channels`` (what ``lq`` has) and, where
+  the output may differ (e.g. colourisation), ``out_channels``; networks whose output always has
+  the input's channels (Wiener, Richardson–Lucy, ...) have ``in_channels`` only. Ports of
+  official code keep the official keywords so official configs load unchanged (NAFNet
+  ``img_channel``, Restormer ``inp_channels``/``out_channels``). Conditioning channels (PSF
+  maps, field positions) are never counted in the image channels.
 * Layers keep their own initialisation: ``_init_weights`` does nothing, so transformers never
   re-initialises a network behind its back.
 """

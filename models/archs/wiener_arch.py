@@ -4,6 +4,16 @@ Per spatial frequency the Wiener–Helstrom filter (Helstrom, JOSA 57(3), 1967, 
 ``X = H* Y / (|H|² + NSR)``; with cross-talk PSFs (C_in = C_out) it becomes the
 multichannel form ``X = (Hᴴ H + diag(NSR))⁻¹ Hᴴ Y`` solved per frequency.
 
+``regularizer`` chooses what the NSR multiplies:
+
+* ``identity`` (default): the textbook Wiener filter with a flat (white) signal spectrum,
+  ``|H|² + NSR``. Its gain at zero frequency is ``1 / (1 + NSR)``: a large NSR darkens.
+* ``laplacian``: the constrained least-squares filter (Hunt, IEEE Trans. Comput. C-22(9), 1973;
+  Gonzalez & Woods, *Digital Image Processing*, 3rd ed., §5.9), ``|H|² + NSR·|L|²`` with L the
+  OTF of the 5-point Laplacian scaled to max |L| = 1: the Wiener filter of a signal whose power
+  falls as |f|⁻⁴, close to natural images. It keeps the mean (L(0) = 0) and damps only the
+  high frequencies where noise dominates: the stronger classical baseline.
+
 Modes (``Wiener_config.mode``) and the batch keys they read:
 
 * ``center``: one PSF per image, ``psf`` [B, C_out, C_in, k, k] (e.g. the centre PSF).
@@ -38,17 +48,23 @@ from models.archs.arch_util import RestorationConfig, RestorationModel
 from utils.errors import ConfigError
 
 WIENER_MODES = ("center", "components", "regions")
+WIENER_REGULARIZERS = ("identity", "laplacian")
 
 
 class Wiener_config(RestorationConfig):
     model_type = "restorelab-wiener"
 
     def __init__(self, mode: str = "center", nsr: float = 1e-2, learnable_nsr: bool = False, in_channels: int = 3,
-                 regions: list[int] | tuple[int, int] = (3, 3), linear_light: bool = False, **kwargs):
+                 regions: list[int] | tuple[int, int] = (3, 3), linear_light: bool = False,
+                 regularizer: str = "identity", **kwargs):
         if mode not in WIENER_MODES:
             raise ConfigError(f"network Wiener: mode must be one of {', '.join(WIENER_MODES)}, got {mode!r}")
         if not nsr > 0:
             raise ConfigError(f"network Wiener: nsr must be > 0, got {nsr}")
+        if regularizer not in WIENER_REGULARIZERS:
+            raise ConfigError(f"network Wiener: regularizer must be one of {', '.join(WIENER_REGULARIZERS)}, "
+                              f"got {regularizer!r}")
+        self.regularizer = regularizer
         self.mode = mode
         self.nsr = float(nsr)
         self.learnable_nsr = bool(learnable_nsr)
@@ -78,21 +94,35 @@ def psf_to_otf(psf: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
     return torch.fft.rfft2(torch.roll(padded, (-(k // 2), -(k // 2)), dims=(-2, -1)))
 
 
-def wiener_deconvolve(y: torch.Tensor, psf: torch.Tensor, nsr: torch.Tensor) -> torch.Tensor:
+LAPLACIAN = ((0.0, -0.125, 0.0), (-0.125, 0.5, -0.125), (0.0, -0.125, 0.0))  # 5-point, max |OTF| = 1
+
+
+def regularizer_spectrum(kind: str, shape: tuple[int, int], dtype=torch.float32, device=None) -> torch.Tensor:
+    """|R(f)|² on the rfft2 grid of ``shape``: 1 everywhere (``identity``) or the Laplacian's (``laplacian``)."""
+    if kind == "identity":
+        return torch.ones(shape[0], shape[1] // 2 + 1, dtype=dtype, device=device)
+    if kind == "laplacian":
+        return psf_to_otf(torch.tensor(LAPLACIAN, dtype=dtype, device=device), shape).abs().square()
+    raise ValueError(f"unknown Wiener regularizer {kind!r} (choose from {', '.join(WIENER_REGULARIZERS)})")
+
+
+def wiener_deconvolve(y: torch.Tensor, psf: torch.Tensor, nsr: torch.Tensor, regularizer: str = "identity") -> torch.Tensor:
     """Deconvolve ``y`` [B, C, H, W] by ``psf`` [B, C_out, C_in, k, k] (C_in = 1: per channel;
-    C_in = C: cross-talk) with noise-to-signal ratio ``nsr`` [C] (or a scalar)."""
+    C_in = C: cross-talk) with noise-to-signal ratio ``nsr`` [C] (or a scalar) times the
+    ``regularizer`` spectrum (module docstring)."""
     b, c, h, w = y.shape
     ext = (2 * h, 2 * w)
     spec = torch.fft.rfft2(symmetric_extension(y))  # [B, C, 2H, W+1]
     otf = psf_to_otf(psf.to(y.dtype), ext)  # [B, C_out, C_in, 2H, W+1]
     nsr = torch.as_tensor(nsr, dtype=y.dtype, device=y.device).reshape(-1)
+    reg = regularizer_spectrum(regularizer, ext, y.dtype, y.device)  # [2H, W+1]
     if psf.shape[2] == 1:
         hf = otf[:, :, 0]
-        x = hf.conj() * spec / (hf.abs().square() + nsr.expand(c)[None, :, None, None])
+        x = hf.conj() * spec / (hf.abs().square() + nsr.expand(c)[None, :, None, None] * reg)
     else:
         hm = otf.permute(0, 3, 4, 1, 2)  # [B, F1, F2, C_out, C_in]
         hh = hm.conj().transpose(-1, -2)
-        gram = hh @ hm + torch.diag_embed(nsr.expand(psf.shape[2]).to(hm.dtype))
+        gram = hh @ hm + torch.diag_embed(nsr.expand(psf.shape[2]).to(hm.dtype) * reg[..., None])
         rhs = hh @ spec.permute(0, 2, 3, 1).unsqueeze(-1)
         x = torch.linalg.solve(gram, rhs).squeeze(-1).permute(0, 3, 1, 2)
     return torch.fft.irfft2(x, s=ext)[..., :h, :w]
@@ -119,7 +149,8 @@ def region_centres(height: int, width: int, regions: tuple[int, int]) -> list[tu
     return [(y, x) for y in pos(height, regions[0]) for x in pos(width, regions[1])]
 
 
-def wiener_components(lq: torch.Tensor, basis_psfs: torch.Tensor, basis_coef: torch.Tensor, nsr) -> torch.Tensor:
+def wiener_components(lq: torch.Tensor, basis_psfs: torch.Tensor, basis_coef: torch.Tensor, nsr,
+                      regularizer: str = "identity") -> torch.Tensor:
     """Deconvolve with every basis PSF and blend the K results with the coefficient maps
     (MultiWienerNet's multi-Wiener stage; right for nodal bases, see the module doc)."""
     # Blend per output channel; with cross-talk the (o, i) maps of a nodal basis coincide, average them.
@@ -128,12 +159,12 @@ def wiener_components(lq: torch.Tensor, basis_psfs: torch.Tensor, basis_coef: to
     for k in range(basis_psfs.shape[3]):
         if not weights[:, :, k].any() and not basis_psfs[:, :, :, k].any():
             continue  # a zero element (K padded for a dataset mixing fields) adds nothing
-        out = out + weights[:, :, k] * wiener_deconvolve(lq, basis_psfs[:, :, :, k], nsr)
+        out = out + weights[:, :, k] * wiener_deconvolve(lq, basis_psfs[:, :, :, k], nsr, regularizer)
     return out
 
 
 def wiener_regions(lq: torch.Tensor, basis_psfs: torch.Tensor, basis_coef: torch.Tensor, nsr,
-                   regions: tuple[int, int]) -> torch.Tensor:
+                   regions: tuple[int, int], regularizer: str = "identity") -> torch.Tensor:
     """Rebuild the local PSF Σ_k a_k(c_r) B_k at each region centre c_r, deconvolve with each,
     blend with bilinear weights between the centres (any basis)."""
     h, w = lq.shape[-2:]
@@ -141,7 +172,7 @@ def wiener_regions(lq: torch.Tensor, basis_psfs: torch.Tensor, basis_coef: torch
     out = 0
     for r, (y, x) in enumerate(region_centres(h, w, tuple(regions))):
         local_psf = torch.einsum("boik,boikyx->boiyx", basis_coef[..., y, x], basis_psfs.to(basis_coef.dtype))
-        out = out + blend[r] * wiener_deconvolve(lq, local_psf, nsr)
+        out = out + blend[r] * wiener_deconvolve(lq, local_psf, nsr, regularizer)
     return out
 
 
@@ -166,17 +197,17 @@ class Wiener_arch(RestorationModel):
                 basis_coef: torch.Tensor | None = None, **_) -> torch.Tensor:
         from models.archs.psf_util import check_basis_inputs, decode_srgb, encode_srgb
 
-        mode, linear = self.config.mode, self.config.linear_light
+        mode, linear, reg = self.config.mode, self.config.linear_light, self.config.regularizer
         if mode == "center":
             if psf is None:
                 raise ValueError("Wiener (mode=center) needs the batch key 'psf' [B, C_out, C_in, k, k]")
-            return encode_srgb(wiener_deconvolve(decode_srgb(lq, linear), psf, self.nsr), linear)
+            return encode_srgb(wiener_deconvolve(decode_srgb(lq, linear), psf, self.nsr, reg), linear)
         check_basis_inputs(lq, basis_psfs, basis_coef, f"Wiener (mode={mode})")
         y = decode_srgb(lq, linear)
         if mode == "components":
-            x = wiener_components(y, basis_psfs, basis_coef, self.nsr)
+            x = wiener_components(y, basis_psfs, basis_coef, self.nsr, reg)
         else:
-            x = wiener_regions(y, basis_psfs, basis_coef, self.nsr, tuple(self.config.regions))
+            x = wiener_regions(y, basis_psfs, basis_coef, self.nsr, tuple(self.config.regions), reg)
         return encode_srgb(x, linear)
 
     def example_inputs(self, batch_size: int = 2, size: int = 32, generator: torch.Generator | None = None) -> dict:

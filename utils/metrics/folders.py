@@ -12,7 +12,6 @@ import io
 import json
 import math
 import os
-import tempfile
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from utils.atomic import atomic_path
 from utils.errors import DataError
 from utils.image_io import image_to_tensor, list_images, read_image
 from utils.metrics.common import DATA_RANGE, Y_COEFFS, Y_OFFSET, MetricInputError
@@ -338,18 +338,8 @@ def write_reports(result: EvaluationResult, out_dir: str | os.PathLike) -> tuple
     if out_dir.exists() and not out_dir.is_dir():
         raise DataError(f"--out must be a folder, {out_dir} is a file")
     out_dir.mkdir(parents=True, exist_ok=True)
-    targets = {out_dir / "metrics.csv": result.to_csv(), out_dir / "metrics.json": result.to_json() + "\n"}
-    temps: dict[Path, str] = {}
-    try:
-        for path, text in targets.items():
-            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=out_dir)
-            temps[path] = tmp
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                fh.write(text)
-        for path, tmp in temps.items():
-            os.replace(tmp, path)
-    finally:
-        for tmp in temps.values():
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+    csv_path, json_path = out_dir / "metrics.csv", out_dir / "metrics.json"
+    with atomic_path(csv_path) as csv_tmp, atomic_path(json_path) as json_tmp:
+        csv_tmp.write_text(result.to_csv(), encoding="utf-8")
+        json_tmp.write_text(result.to_json() + "\n", encoding="utf-8")
     return out_dir / "metrics.csv", out_dir / "metrics.json"
