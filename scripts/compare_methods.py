@@ -107,7 +107,7 @@ def methods_for(psf_size: int, n_basis: int, quick: bool) -> dict[str, Method]:
                              "heads": [1, 2, 4, 8]}),
         "MultiWienerNet": Method("MultiWienerNet (regions 3x3)", "MultiWienerNet",
                                  {"type": "MultiWienerNet", "mode": "regions", "regions": [3, 3], "n_basis": n_basis,
-                                  "psf_size": psf_size, "linear_light": True,
+                                  "psf_size": psf_size, "linear_light": True, "regularizer": "laplacian",
                                   "refiner": {"width": w, "depth": 3, "blocks_per_level": 2}}),
         "NAFNetPSF": Method("NAFNetPSF (PSF-conditioned)", "NAFNet_psf",
                             {**nafnet, "type": "NAFNetPSF", "cond_dim": w, "psf_size": psf_size}),
@@ -369,6 +369,9 @@ def main(argv=None) -> int:
     for key in chosen:
         results["seidel"].append(run_method(setup, key, zoo[key], "seidel", data["seidel"], evals["seidel"],
                                             setup.steps, progress))
+        if key == "WienerCLS" and "MultiWienerNet" in zoo:  # its Wiener stage starts from the NSR tuned here
+            zoo["MultiWienerNet"].network["nsr"] = results["seidel"][-1]["tuned"]["nsr"]
+            zoo["MultiWienerNet"].notes = "initial NSR: Wiener-CLS's, tuned on training images"
         bar.update(1)
     for key in ("Wiener", "WienerCLS", "RichardsonLucy", "FISTATV"):  # what the true PSFs alone give on the mixed data
         if key in chosen:

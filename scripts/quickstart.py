@@ -185,7 +185,7 @@ def save_figure(outputs: dict, per_image: dict, path: Path) -> Path:
                ("wiener_cls_oracle", "Wiener-CLS (true PSFs)"),
                ("model", "NAFNet"), ("gt", "ground truth")]
     keys = list(outputs)
-    fig, axes = plt.subplots(len(keys), len(columns), figsize=(2.6 * len(columns), 2.8 * len(keys)), squeeze=False)
+    fig, axes = plt.subplots(len(keys), len(columns), figsize=(2.6 * len(columns), 3.1 * len(keys)), squeeze=False)
     for r, key in enumerate(keys):
         h, w = outputs[key]["gt"].shape[-2:]
         size = min(h, w) * 3 // 8

@@ -47,10 +47,11 @@ def case():
 
 # -- MultiWienerNet ----------------------------------------------------------------------------------
 @pytest.mark.parametrize("mode", ["components", "regions"])
-def test_multiwiener_at_init_is_the_wiener_network(case, mode):
+@pytest.mark.parametrize("regularizer", ["identity", "laplacian"])
+def test_multiwiener_at_init_is_the_wiener_network(case, mode, regularizer):
     x, y, field = case
     keys = field_keys(field, 48, 48, torch.float64)
-    common = {"mode": mode, "nsr": 3e-3, "regions": [3, 3]}
+    common = {"mode": mode, "nsr": 3e-3, "regions": [3, 3], "regularizer": regularizer}
     wiener = define_network({"type": "Wiener", **common}).double().eval()
     net = define_network({"type": "MultiWienerNet", **common, "n_basis": 12, "psf_size": 11,
                           "refiner": {"width": 8, "depth": 2}}).double().eval()

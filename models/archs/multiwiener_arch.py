@@ -45,6 +45,7 @@ class MultiWienerNet_config(RestorationConfig):
         mode: ``components`` (nodal bases) or ``regions`` (any basis), as in ``Wiener``.
         nsr: initial noise-to-signal ratio (per channel, learned when ``learnable_nsr``).
         learnable_nsr: train the NSR.
+        regularizer: ``identity`` (textbook Wiener) or ``laplacian`` (constrained least squares), as in ``Wiener``.
         learn_filters: train a correction of every basis PSF (per lens; off for datasets mixing fields).
         n_basis, psf_size: shape of the learned filter correction (largest K and k of the data).
         regions: region grid for ``mode: regions``.
@@ -59,9 +60,9 @@ class MultiWienerNet_config(RestorationConfig):
     def __init__(self, mode: str = "components", nsr: float = 1e-2, learnable_nsr: bool = True,
                  learn_filters: bool = True, n_basis: int = 16, psf_size: int = 33,
                  regions: list[int] | tuple[int, int] = (3, 3), refiner: dict | None = None,
-                 linear_light: bool = False, in_channels: int = 3, **kwargs):
+                 linear_light: bool = False, in_channels: int = 3, regularizer: str = "identity", **kwargs):
         from models.archs.unet_arch import UNet_config
-        from models.archs.wiener_arch import WIENER_MODES
+        from models.archs.wiener_arch import WIENER_MODES, WIENER_REGULARIZERS
 
         if mode not in WIENER_MODES[1:]:
             raise ConfigError(f"network MultiWienerNet: mode must be components or regions, got {mode!r}")
@@ -73,7 +74,11 @@ class MultiWienerNet_config(RestorationConfig):
         if unknown:
             raise ConfigError(f"network MultiWienerNet: refiner keys {sorted(unknown)} are not UNet options it sets "
                               f"(valid: width, depth, blocks_per_level, max_width, norm, activation, downsample, upsample)")
+        if regularizer not in WIENER_REGULARIZERS:
+            raise ConfigError(f"network MultiWienerNet: regularizer must be one of {', '.join(WIENER_REGULARIZERS)}, "
+                              f"got {regularizer!r}")
         self.mode = mode
+        self.regularizer = regularizer
         self.nsr = float(nsr)
         self.learnable_nsr = bool(learnable_nsr)
         self.learn_filters = bool(learn_filters)
@@ -137,9 +142,9 @@ class MultiWienerNet_arch(RestorationModel):
         filters = self.filters(basis_psfs.to(lq.dtype))
         y = decode_srgb(lq, c.linear_light)
         if c.mode == "components":
-            x = wiener_components(y, filters, basis_coef, self.nsr)
+            x = wiener_components(y, filters, basis_coef, self.nsr, c.regularizer)
         else:
-            x = wiener_regions(y, filters, basis_coef, self.nsr, tuple(c.regions))
+            x = wiener_regions(y, filters, basis_coef, self.nsr, tuple(c.regions), c.regularizer)
         return encode_srgb(x, c.linear_light)
 
     def forward(self, lq: torch.Tensor, basis_psfs: torch.Tensor | None = None, basis_coef: torch.Tensor | None = None,
