@@ -23,7 +23,7 @@ reuses finished runs too).
 Examples:
     python scripts/compare_methods.py --out compare_out                                # defaults (CPU, ~1 h)
     python scripts/compare_methods.py --out compare_out --steps 2000 --mixed_steps 500,2000 --threads 2
-    python scripts/compare_methods.py --out /tmp/smoke --quick                         # minutes: plumbing only
+    python scripts/compare_methods.py --out smoke_out --quick                         # minutes: plumbing only
 """
 from __future__ import annotations
 

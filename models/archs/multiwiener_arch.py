@@ -62,7 +62,7 @@ class MultiWienerNet_config(RestorationConfig):
                  regions: list[int] | tuple[int, int] = (3, 3), refiner: dict | None = None,
                  linear_light: bool = False, in_channels: int = 3, regularizer: str = "identity", **kwargs):
         from models.archs.unet_arch import UNet_config
-        from models.archs.wiener_arch import WIENER_MODES, WIENER_REGULARIZERS
+        from models.archs.wiener_arch import WIENER_MODES, check_regularizer
 
         if mode not in WIENER_MODES[1:]:
             raise ConfigError(f"network MultiWienerNet: mode must be components or regions, got {mode!r}")
@@ -74,11 +74,8 @@ class MultiWienerNet_config(RestorationConfig):
         if unknown:
             raise ConfigError(f"network MultiWienerNet: refiner keys {sorted(unknown)} are not UNet options it sets "
                               f"(valid: width, depth, blocks_per_level, max_width, norm, activation, downsample, upsample)")
-        if regularizer not in WIENER_REGULARIZERS:
-            raise ConfigError(f"network MultiWienerNet: regularizer must be one of {', '.join(WIENER_REGULARIZERS)}, "
-                              f"got {regularizer!r}")
         self.mode = mode
-        self.regularizer = regularizer
+        self.regularizer = check_regularizer(regularizer, "MultiWienerNet")
         self.nsr = float(nsr)
         self.learnable_nsr = bool(learnable_nsr)
         self.learn_filters = bool(learn_filters)

@@ -27,9 +27,10 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import nn
 
-from models.archs.layers import load_strict, pad_to_multiple, unwrap_state_dict
+from models.archs.layers import pad_to_multiple
 from models.archs.nafnet_arch import NAFNet_arch, NAFNet_config
-from models.archs.psf_util import LocalPSFEncoder, SpatialFiLM, check_basis_inputs, example_psf_inputs, pad_conditioning
+from models.archs.psf_util import (LocalPSFEncoder, SpatialFiLM, check_basis_inputs, example_psf_inputs,
+                                   load_official_backbone, pad_conditioning)
 
 CONDITIONING_MODULES = ("psf_encoder", "film_encoders", "film_middle", "film_decoders")
 
@@ -95,12 +96,9 @@ class NAFNetPSF_arch(NAFNet_arch):
         self.post_init()
 
     def load_official_state_dict(self, state_dict: Mapping, param_key: str | None = None) -> None:
-        """Official NAFNet weights into the backbone, strictly; the conditioning keeps its
-        (identity) initialisation, so the network starts as the official model."""
-        own = self.state_dict()
-        state = self.map_official_keys(unwrap_state_dict(state_dict, param_key))
-        keep = {k: v for k, v in own.items() if k.split(".")[0] in CONDITIONING_MODULES}
-        load_strict(self, {**keep, **state}, "official NAFNet checkpoint (backbone of NAFNetPSF)")
+        """Official NAFNet weights into the backbone (``psf_util.load_official_backbone``)."""
+        load_official_backbone(self, state_dict, param_key, CONDITIONING_MODULES,
+                               "official NAFNet checkpoint (backbone of NAFNetPSF)")
 
     def forward(self, lq: torch.Tensor, basis_psfs: torch.Tensor | None = None,
                 basis_coef: torch.Tensor | None = None) -> torch.Tensor:

@@ -146,3 +146,14 @@ def pad_conditioning(cond: torch.Tensor, multiple: int) -> torch.Tensor:
     h, w = cond.shape[-2:]
     ph, pw = (-h) % multiple, (-w) % multiple
     return F.pad(cond, (0, pw, 0, ph), mode="replicate") if ph or pw else cond
+
+
+def load_official_backbone(model: nn.Module, state_dict, param_key: str | None, conditioning: tuple[str, ...],
+                           source: str) -> None:
+    """Official backbone weights into a PSF-conditioned network, strictly; the ``conditioning``
+    modules keep their (identity) initialisation, so the network starts as the official model."""
+    from models.archs.layers import load_strict, unwrap_state_dict
+
+    keep = {k: v for k, v in model.state_dict().items() if k.split(".")[0] in conditioning}
+    state = model.map_official_keys(unwrap_state_dict(state_dict, param_key))
+    load_strict(model, {**keep, **state}, source)

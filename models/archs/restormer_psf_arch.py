@@ -16,8 +16,9 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import nn
 
-from models.archs.layers import load_strict, pad_to_multiple, unwrap_state_dict
-from models.archs.psf_util import LocalPSFEncoder, SpatialFiLM, check_basis_inputs, example_psf_inputs, pad_conditioning
+from models.archs.layers import pad_to_multiple
+from models.archs.psf_util import (LocalPSFEncoder, SpatialFiLM, check_basis_inputs, example_psf_inputs,
+                                   load_official_backbone, pad_conditioning)
 from models.archs.restormer_arch import Restormer_arch, Restormer_config
 
 CONDITIONING_MODULES = ("psf_encoder", "films")
@@ -81,12 +82,9 @@ class RestormerPSF_arch(Restormer_arch):
         self.post_init()
 
     def load_official_state_dict(self, state_dict: Mapping, param_key: str | None = None) -> None:
-        """Official Restormer weights into the backbone, strictly; the conditioning keeps its
-        (identity) initialisation."""
-        own = self.state_dict()
-        state = self.map_official_keys(unwrap_state_dict(state_dict, param_key))
-        keep = {k: v for k, v in own.items() if k.split(".")[0] in CONDITIONING_MODULES}
-        load_strict(self, {**keep, **state}, "official Restormer checkpoint (backbone of RestormerPSF)")
+        """Official Restormer weights into the backbone (``psf_util.load_official_backbone``)."""
+        load_official_backbone(self, state_dict, param_key, CONDITIONING_MODULES,
+                               "official Restormer checkpoint (backbone of RestormerPSF)")
 
     def forward(self, lq: torch.Tensor, basis_psfs: torch.Tensor | None = None,
                 basis_coef: torch.Tensor | None = None) -> torch.Tensor:

@@ -51,6 +51,14 @@ WIENER_MODES = ("center", "components", "regions")
 WIENER_REGULARIZERS = ("identity", "laplacian")
 
 
+def check_regularizer(regularizer: str, network: str) -> str:
+    """``regularizer`` if it is one of WIENER_REGULARIZERS, else one ConfigError naming ``network``."""
+    if regularizer not in WIENER_REGULARIZERS:
+        raise ConfigError(f"network {network}: regularizer must be one of {', '.join(WIENER_REGULARIZERS)}, "
+                          f"got {regularizer!r}")
+    return regularizer
+
+
 class Wiener_config(RestorationConfig):
     model_type = "restorelab-wiener"
 
@@ -61,10 +69,7 @@ class Wiener_config(RestorationConfig):
             raise ConfigError(f"network Wiener: mode must be one of {', '.join(WIENER_MODES)}, got {mode!r}")
         if not nsr > 0:
             raise ConfigError(f"network Wiener: nsr must be > 0, got {nsr}")
-        if regularizer not in WIENER_REGULARIZERS:
-            raise ConfigError(f"network Wiener: regularizer must be one of {', '.join(WIENER_REGULARIZERS)}, "
-                              f"got {regularizer!r}")
-        self.regularizer = regularizer
+        self.regularizer = check_regularizer(regularizer, "Wiener")
         self.mode = mode
         self.nsr = float(nsr)
         self.learnable_nsr = bool(learnable_nsr)
