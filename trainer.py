@@ -678,11 +678,12 @@ class Trainer:
         from tqdm import tqdm
 
         from utils.image_io import write_image
+        from utils.workers import default_num_workers
 
         acc, v = self.accelerator, self.cfg.val
         indices = shard_indices(len(dataset), acc.process_index, acc.num_processes)
         batches = [indices[i: i + v.batch_size] for i in range(0, len(indices), v.batch_size)]
-        loader = DataLoader(dataset, batch_sampler=batches, num_workers=self.cfg.train.num_workers)
+        loader = DataLoader(dataset, batch_sampler=batches, num_workers=default_num_workers(self.cfg.train.num_workers))
         tile = (v.patch_size, v.overlap) if v.patched else None
         rows, skipped, grids, error = [], [], {}, None
         self.model.eval()
@@ -796,8 +797,10 @@ class Trainer:
                       f"{acc.num_processes} process(es) on {acc.device} | global batch "
                       f"{t.batch_size} x {acc.num_processes} x {t.grad_accum} | {len(self.train_set)} training samples")
 
+        from utils.workers import default_num_workers
+
         stream = iter(TrainStream(self.train_set, t.batch_size, acc.process_index, acc.num_processes, cfg.seed,
-                                  t.num_workers, start=self.step * t.grad_accum,
+                                  default_num_workers(t.num_workers), start=self.step * t.grad_accum,
                                   pin_memory=acc.device.type == "cuda"))
         previous = {s: signal.signal(s, self._on_signal) for s in PREEMPT_SIGNALS}
         bar = tqdm(total=t.max_steps, initial=self.step, desc="train", dynamic_ncols=True, disable=not self.is_main)

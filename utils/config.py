@@ -147,13 +147,15 @@ class TrainConfig:
     mixed_precision: Literal["no", "fp16", "bf16"] = "no"
     channels_last: bool = False  # networks and 4-D batch tensors in NHWC memory layout (faster convolutions)
     log_every: int = 10
-    num_workers: int = 0
+    num_workers: int | Literal["auto"] = 0  # at most; fewer when the process has fewer CPUs (utils.workers)
 
     def __post_init__(self):
         for key in ("max_steps", "batch_size", "grad_accum", "keep_checkpoints", "log_every"):
             _check(getattr(self, key) >= 1, f"train.{key} must be >= 1, got {getattr(self, key)}")
-        for key in ("val_every", "checkpoint_every", "num_workers"):
+        for key in ("val_every", "checkpoint_every"):
             _check(getattr(self, key) >= 0, f"train.{key} must be >= 0, got {getattr(self, key)}")
+        _check(self.num_workers == "auto" or self.num_workers >= 0,
+               f"train.num_workers must be >= 0 or auto, got {self.num_workers}")
         _check(self.lr > 0, f"train.lr must be > 0, got {self.lr}")
         _check(self.clip_grad_norm is None or self.clip_grad_norm > 0,
                f"train.clip_grad_norm must be > 0 or null, got {self.clip_grad_norm}")

@@ -1,19 +1,28 @@
 """Experiment tracking: TensorBoard and Comet ML through Accelerate's trackers, plus the text log.
 
 * TensorBoard: event files in ``{run}/logs/tensorboard/``.
-* Comet ML: online when ``COMET_API_KEY`` is set (project from ``COMET_PROJECT_NAME``,
-  default "restorelab"; workspace from ``COMET_WORKSPACE``), otherwise an offline archive
-  (``.zip``, uploadable later with ``comet upload``) in ``{run}/logs/comet/``. Offline mode is
-  chosen with ``comet_ml.start(online=False)``; the key is read by comet_ml from the
+* Comet ML: online when ``COMET_API_KEY`` is set and the Comet server answers (project from
+  ``COMET_PROJECT_NAME``, default "restorelab"; workspace from ``COMET_WORKSPACE``), otherwise
+  an offline archive (``.zip``, uploadable later with ``comet upload``) in ``{run}/logs/comet/``.
+  Before going online the server is asked once, for at most ``RESTORELAB_TRACKER_TIMEOUT``
+  seconds (default 5; DNS included), whether it is there: a cluster node without internet
+  (no route, DNS failure, refused, no answer) logs offline at once, with one line saying so,
+  instead of comet_ml retrying for half a minute and then logging nothing. An online run that
+  loses the server later keeps its data in the same folder (comet_ml's own fallback). Offline
+  mode is chosen with ``comet_ml.start(online=False)``; the key is read by comet_ml from the
   environment and never passed, logged or saved here. Code, git and environment capture are
-  off: a run logs what the trainer logs.
+  off: a run logs what the trainer logs. TensorBoard writes local files only: Comet is the one
+  online tracker the lab supports.
 * ``logs/train.log``: the text log (main process), mirrored on the console above the bar.
 """
 from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -23,9 +32,99 @@ from utils.errors import ConfigError
 LOGGER_NAME = "restorelab"
 
 
+TRACKER_TIMEOUT_ENV = "RESTORELAB_TRACKER_TIMEOUT"
+DEFAULT_TRACKER_TIMEOUT = 5.0
+
+
+def tracker_timeout() -> float:
+    """Seconds an online tracker's server gets to answer (``RESTORELAB_TRACKER_TIMEOUT``, default 5)."""
+    text = os.environ.get(TRACKER_TIMEOUT_ENV, "").strip()
+    if not text:
+        return DEFAULT_TRACKER_TIMEOUT
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise ConfigError(f"{TRACKER_TIMEOUT_ENV} must be a number of seconds > 0, got {text!r}")
+    return value
+
+
+def server_problem(url: str, timeout: float) -> str | None:
+    """None when ``url`` answers a GET with a success status within ``timeout`` seconds (name
+    resolution included: the request runs in a daemon thread that is given up on), else why not."""
+    import requests
+
+    outcome: list[str | None] = []
+
+    def ask():
+        try:
+            response = requests.get(url, timeout=timeout)
+            outcome.append(None if response.ok else f"HTTP {response.status_code}")
+        except requests.RequestException as exc:
+            found = re.search(r"\[Errno -?\d+\] ([^'\")\]]+)", str(exc))
+            outcome.append(found.group(1).strip() if found else type(exc).__name__)
+
+    thread = threading.Thread(target=ask, name="tracker-server-check", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return outcome[0] if outcome else f"no answer within {timeout:g} s"
+
+
+def comet_server_url() -> str:
+    """The URL comet_ml checks first (``clientlib/isAlive/ver`` of the configured server:
+    ``COMET_URL_OVERRIDE``, the base URL an on-premises API key carries, or comet.com)."""
+    from comet_ml.config import get_api_key, get_comet_root_url, get_config
+    from comet_ml.connection.connection_url_helpers import get_backend_version_url
+
+    config = get_config()
+    get_api_key(None, config)  # applies the server address an on-premises key carries
+    return get_backend_version_url(get_comet_root_url(config))
+
+
+def _comet_tracker_class():
+    """Accelerate's Comet tracker, started online only when the server answers (else offline)."""
+    from accelerate.tracking import CometMLTracker, on_main_process
+
+    class CometTracker(CometMLTracker):
+        def __init__(self, project: str, offline_dir: Path, experiment_config):
+            super().__init__(project, experiment_config=experiment_config)
+            self.offline_dir = offline_dir
+
+        @on_main_process
+        def start(self):
+            import comet_ml
+
+            log = logging.getLogger(LOGGER_NAME)
+            settings = self.init_kwargs["experiment_config"]
+            why_offline = None
+            if os.environ.get("COMET_API_KEY"):
+                url, limit = comet_server_url(), tracker_timeout()
+                began = time.monotonic()
+                why_offline = server_problem(url, limit)
+                if why_offline:
+                    why_offline = f"Comet server {url} not reachable ({why_offline}, {time.monotonic() - began:.1f} s)"
+                else:
+                    writer = comet_ml.start(project_name=self.run_name, online=True, mode="create",
+                                            experiment_config=settings)
+                    if writer.alive:
+                        self.writer = writer
+                        return
+                    writer.end()
+                    why_offline = "Comet did not start an online experiment (see its message above)"
+            # mode "create" (a new experiment, as every run is): the archive is named after the experiment key
+            self.writer = comet_ml.start(project_name=self.run_name, online=False, mode="create",
+                                         experiment_config=settings)
+            if why_offline:
+                archive = self.offline_dir / f"{self.writer.get_key()}.zip"
+                log.warning(f"{why_offline}: logging offline to {archive}; upload it later with: comet upload {archive}")
+
+    return CometTracker
+
+
 def make_trackers(report_to: tuple[str, ...], run_name: str, logs_dir: Path) -> list:
     """Accelerate tracker objects for ``report_to`` (started by ``accelerator.init_trackers``)."""
-    from accelerate.tracking import CometMLTracker, TensorBoardTracker
+    from accelerate.tracking import TensorBoardTracker
 
     trackers = []
     for name in report_to:
@@ -38,16 +137,17 @@ def make_trackers(report_to: tuple[str, ...], run_name: str, logs_dir: Path) -> 
                 import comet_ml
             except ImportError as exc:
                 raise ConfigError("report_to: comet_ml needs the comet_ml package (pip install -c constraints.txt comet_ml)") from exc
-            online = bool(os.environ.get("COMET_API_KEY"))
+            tracker_timeout()  # a malformed RESTORELAB_TRACKER_TIMEOUT fails here, before the run starts
+            offline_dir = logs_dir / "comet"
+            # Offline runs write their archive there; online runs keep there what a lost connection held back.
             settings = comet_ml.ExperimentConfig(
-                name=run_name,
-                offline_directory=None if online else str(logs_dir / "comet"),
+                name=run_name, offline_directory=str(offline_dir),
                 log_code=False, log_graph=False, parse_args=False, log_git_metadata=False, log_git_patch=False,
                 log_env_details=False, log_env_host=False, auto_output_logging=False, auto_log_co2=False,
                 auto_param_logging=False, auto_metric_logging=False, display_summary_level=0,
             )
             project = os.environ.get("COMET_PROJECT_NAME", "restorelab")
-            trackers.append(CometMLTracker(project, online=online, experiment_config=settings))
+            trackers.append(_comet_tracker_class()(project, offline_dir, settings))
         else:
             raise ConfigError(f"report_to: unknown tracker {name!r}")
     return trackers
