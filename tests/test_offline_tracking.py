@@ -142,3 +142,54 @@ def test_tracker_timeout_setting(monkeypatch, value, expected):
             tracker_timeout()
     else:
         assert tracker_timeout() == expected
+
+
+def test_comet_server_that_rejects_the_key_also_ends_in_the_archive(tmp_path, monkeypatch):
+    """A server that answers but refuses to create the experiment (HTTP 401, as for a wrong key)."""
+    import logging
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from utils.trackers import LOGGER_NAME, make_trackers
+
+    class Lines(logging.Handler):
+        lines: list[str] = []
+
+        def emit(self, record):
+            self.lines.append(record.getMessage())
+
+    class RejectingServer(BaseHTTPRequestHandler):
+        def answer(self):
+            alive = self.path == "/clientlib/isAlive/ver"
+            self.send_response(200 if alive else 401)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(b'{"version": "3.5.0"}' if alive else b'{"msg": "Invalid apiKey", "code": 401}')
+
+        do_GET = do_POST = answer
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), RejectingServer)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("COMET_API_KEY", FAKE_KEY)
+    monkeypatch.setenv("COMET_URL_OVERRIDE", f"http://127.0.0.1:{server.server_address[1]}/clientlib/")
+    (tmp_path / "comet").mkdir()
+    handler, logger = Lines(), logging.getLogger(LOGGER_NAME)
+    logger.addHandler(handler)
+    try:
+        (tracker,) = make_trackers(("comet_ml",), "run", tmp_path)
+        began = time.monotonic()
+        tracker.start()
+        seconds = time.monotonic() - began
+        tracker.log({"train/loss": 0.25}, step=7)
+        tracker.finish()
+    finally:
+        server.shutdown()
+        logger.removeHandler(handler)
+    assert seconds < 10
+    (line,) = handler.lines
+    assert line.startswith("Comet did not start an online experiment") and "comet upload" in line
+    metrics = [r["payload"]["metric"] for r in comet_messages(tmp_path) if r["type"] == "metric_msg"]
+    assert [(m["metricName"], m["step"], float(m["metricValue"])) for m in metrics] == [("train/loss", 7, 0.25)]

@@ -133,6 +133,8 @@ def make_trackers(report_to: tuple[str, ...], run_name: str, logs_dir: Path) -> 
         elif name == "comet_ml":
             # Auto-logging is off anyway (see below); this also silences comet's import-order warning.
             os.environ.setdefault("COMET_DISABLE_AUTO_LOGGING", "1")
+            # No crash reports to comet's Sentry (without internet they retry at exit).
+            os.environ.setdefault("COMET_ERROR_TRACKING_ENABLE", "false")
             try:
                 import comet_ml
             except ImportError as exc:
