@@ -800,7 +800,7 @@ class Trainer:
         from utils.workers import default_num_workers
 
         stream = iter(TrainStream(self.train_set, t.batch_size, acc.process_index, acc.num_processes, cfg.seed,
-                                  default_num_workers(t.num_workers), start=self.step * t.grad_accum,
+                                  default_num_workers(t.num_workers, self.log), start=self.step * t.grad_accum,
                                   pin_memory=acc.device.type == "cuda"))
         previous = {s: signal.signal(s, self._on_signal) for s in PREEMPT_SIGNALS}
         bar = tqdm(total=t.max_steps, initial=self.step, desc="train", dynamic_ncols=True, disable=not self.is_main)

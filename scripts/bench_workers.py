@@ -2,8 +2,9 @@
 """Training speed with DataLoader workers sized to the CPUs (utils.workers) vs a fixed count.
 
 Trains the same config (default: the quickstart) for a few steps per variant, alternating the
-variants (A B A B ...) so that load from other jobs on a shared machine hits both alike, and
-prints seconds per run, steps/s, the ratio and whether PyTorch warned about the worker count.
+variants (A B B A A B ...) so that load from other jobs on a shared machine hits both alike, and
+prints the seconds of each run, the steady time per step, the ratios and whether PyTorch warned
+about the worker count. The dataset is built once and shared by all runs.
 
     python scripts/bench_workers.py                     # sized vs 4 workers, 100 steps, 2 rounds
     taskset -c 0,1 python scripts/bench_workers.py --fixed 4 --steps 100 --rounds 2
@@ -23,16 +24,33 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
-def run(config: str, overrides: list[str], fixed: int | None) -> tuple[float, list[str]]:
-    """Seconds of ``Trainer.fit`` and PyTorch's worker-count warnings; ``fixed``: that many workers
-    whatever the CPUs (the behaviour before utils.workers)."""
+_datasets: dict = {}  # (config, split) -> dataset: built once, shared by every run (the same samples)
+
+
+def run(config: str, overrides: list[str], fixed: int | None) -> tuple[float, float, list[str]]:
+    """Seconds of ``Trainer.fit``, steady seconds per step (from the third step on) and PyTorch's
+    worker-count warnings; ``fixed``: that many workers whatever the CPUs (the behaviour before
+    utils.workers)."""
     import trainer
     import utils.workers
     from utils.config import load_config
 
-    sized = utils.workers.default_num_workers
+    sized, build, next_batches = utils.workers.default_num_workers, trainer.Trainer._dataset, trainer.Trainer._next_batches
+    stamps: list[float] = []
+
+    def cached_dataset(self, split):
+        if (config, split) not in _datasets:
+            _datasets[config, split] = build(self, split)
+        return _datasets[config, split]
+
+    def timed_next_batches(self, stream):
+        batches = next_batches(self, stream)
+        stamps.append(time.perf_counter())
+        return batches
+
     if fixed is not None:
-        utils.workers.default_num_workers = lambda configured: fixed
+        utils.workers.default_num_workers = lambda configured, log=None: fixed
+    trainer.Trainer._dataset, trainer.Trainer._next_batches = cached_dataset, timed_next_batches
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -45,9 +63,11 @@ def run(config: str, overrides: list[str], fixed: int | None) -> tuple[float, li
                 job.release()
     finally:
         utils.workers.default_num_workers = sized
+        trainer.Trainer._dataset, trainer.Trainer._next_batches = build, next_batches
     if code != 0:
         raise SystemExit(f"training exited with {code}")
-    return seconds, [str(w.message) for w in caught if "worker" in str(w.message)]
+    steady = (stamps[-1] - stamps[2]) / (len(stamps) - 3) if len(stamps) > 3 else float("nan")
+    return seconds, steady, [str(w.message) for w in caught if "worker" in str(w.message)]
 
 
 def main() -> None:
@@ -64,23 +84,27 @@ def main() -> None:
     configured = args.configured if args.configured == "auto" else int(args.configured)
     sized = default_num_workers(configured)
     times: dict[str, list[float]] = {"sized": [], "fixed": []}
+    steady: dict[str, list[float]] = {"sized": [], "fixed": []}
     warned: dict[str, list[str]] = {"sized": [], "fixed": []}
     with tempfile.TemporaryDirectory() as root:
         for r in range(args.rounds):
-            for variant in ("sized", "fixed"):
+            for variant in (("sized", "fixed") if r % 2 == 0 else ("fixed", "sized")):  # A B B A A B ...
                 overrides = [f"name={variant}{r}", f"path.root={root}", f"train.max_steps={args.steps}",
                              "train.val_every=0", "train.checkpoint_every=0", "datasets.val=null", "report_to=[]",
                              f"train.num_workers={configured}"]
-                seconds, messages = run(args.config, overrides, args.fixed if variant == "fixed" else None)
-                times[variant].append(seconds)
+                seconds, per_step, messages = run(args.config, overrides, args.fixed if variant == "fixed" else None)
+                times[variant].append(round(seconds, 2))
+                steady[variant].append(round(per_step, 4))
                 warned[variant].extend(messages)
-                print(f"round {r}: {variant:5s} {seconds:6.2f} s ({args.steps / seconds:.2f} steps/s)", flush=True)
-    ratio = statistics.mean(times["fixed"]) / statistics.mean(times["sized"])
-    print(json.dumps({"usable_cpus": usable_cpus(), "sized_workers": sized, "fixed_workers": args.fixed,
-                      "steps": args.steps, "seconds": times, "speed_ratio_sized_over_fixed": round(ratio, 3),
-                      "worker_warnings": {k: len(v) for k, v in warned.items()},
-                      "warning_text": sorted(set(warned["fixed"] + warned["sized"]))[:1]}, indent=1))
-
+                print(f"round {r}: {variant:5s} {seconds:7.2f} s in fit, {per_step:.3f} s/step from step 3", flush=True)
+    print(json.dumps({
+        "usable_cpus": usable_cpus(), "sized_workers": sized, "fixed_workers": args.fixed, "steps": args.steps,
+        "fit_seconds": times, "steady_seconds_per_step": steady,
+        "fit_time_ratio_fixed_over_sized": round(sum(times["fixed"]) / sum(times["sized"]), 3),
+        "per_round_ratio_fixed_over_sized": [round(f / s, 3) for f, s in zip(times["fixed"], times["sized"])],
+        "median_steady_ratio_fixed_over_sized": round(statistics.median(steady["fixed"]) / statistics.median(steady["sized"]), 3),
+        "worker_warnings": {k: len(v) for k, v in warned.items()},
+        "warning_text": sorted(set(warned["fixed"] + warned["sized"]))[:1]}, indent=1))
 
 if __name__ == "__main__":
     main()

@@ -175,7 +175,6 @@ def test_comet_server_that_rejects_the_key_also_ends_in_the_archive(tmp_path, mo
     threading.Thread(target=server.serve_forever, daemon=True).start()
     monkeypatch.setenv("COMET_API_KEY", FAKE_KEY)
     monkeypatch.setenv("COMET_URL_OVERRIDE", f"http://127.0.0.1:{server.server_address[1]}/clientlib/")
-    (tmp_path / "comet").mkdir()
     handler, logger = Lines(), logging.getLogger(LOGGER_NAME)
     logger.addHandler(handler)
     try:

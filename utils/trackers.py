@@ -105,13 +105,18 @@ def _comet_tracker_class():
                 if why_offline:
                     why_offline = f"Comet server {url} not reachable ({why_offline}, {time.monotonic() - began:.1f} s)"
                 else:
-                    writer = comet_ml.start(project_name=self.run_name, online=True, mode="create",
-                                            experiment_config=settings)
-                    if writer.alive:
-                        self.writer = writer
-                        return
-                    writer.end()
-                    why_offline = "Comet did not start an online experiment (see its message above)"
+                    try:
+                        writer = comet_ml.start(project_name=self.run_name, online=True, mode="create",
+                                                experiment_config=settings)
+                    except Exception as exc:  # a tracker that cannot start must not stop the run
+                        why_offline = f"Comet did not start an online experiment ({type(exc).__name__})"
+                    else:
+                        if writer.alive:
+                            self.writer = writer
+                            return
+                        writer.end()
+                        why_offline = "Comet did not start an online experiment (see its message above)"
+            self.offline_dir.mkdir(parents=True, exist_ok=True)
             # mode "create" (a new experiment, as every run is): the archive is named after the experiment key
             self.writer = comet_ml.start(project_name=self.run_name, online=False, mode="create",
                                          experiment_config=settings)

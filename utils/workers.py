@@ -18,8 +18,6 @@ import os
 
 AUTO = "auto"
 
-_reported: set[tuple] = set()  # (configured, chosen) pairs already logged
-
 
 def _env_int(name: str) -> int | None:
     """A positive integer environment variable, else None (unset or malformed)."""
@@ -43,20 +41,17 @@ def usable_cpus() -> int:
     return max(1, cpus // (_env_int("LOCAL_WORLD_SIZE") or 1))
 
 
-def default_num_workers(configured: int | str | None) -> int:
+def default_num_workers(configured: int | str | None, log: logging.Logger | None = None) -> int:
     """DataLoader workers for ``train.num_workers = configured``: ``min(configured,
     usable_cpus() - 1)``, or ``usable_cpus() - 1`` for ``"auto"``/None; >= 0 (0: load in the
-    training process). A lowered count is logged once (the trainer's log)."""
-    fit = usable_cpus() - 1
+    training process). A count lowered below ``configured`` is said on ``log`` when given."""
+    cpus = usable_cpus()
     if configured is None or configured == AUTO:
-        chosen = fit
-    elif isinstance(configured, int) and not isinstance(configured, bool) and configured >= 0:
-        chosen = min(configured, fit)
-    else:
+        return cpus - 1
+    if not isinstance(configured, int) or isinstance(configured, bool) or configured < 0:
         raise ValueError(f"num_workers must be an integer >= 0 or {AUTO!r}, got {configured!r}")
-    if isinstance(configured, int) and chosen < configured and (configured, chosen) not in _reported:
-        _reported.add((configured, chosen))
-        logging.getLogger("restorelab").info(
-            f"DataLoader workers: {chosen} instead of train.num_workers={configured} "
-            f"({usable_cpus()} CPU(s) for this process, one of them for the process itself)")
+    chosen = min(configured, cpus - 1)
+    if log is not None and chosen < configured:
+        log.info(f"DataLoader workers: {chosen} instead of train.num_workers={configured} "
+                 f"({cpus} CPU(s) for this process, one of them for the process itself)")
     return chosen
