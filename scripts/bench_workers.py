@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import resource
 import statistics
 import sys
 import tempfile
@@ -27,10 +29,16 @@ sys.path.insert(0, str(ROOT))
 _datasets: dict = {}  # (config, split) -> dataset: built once, shared by every run (the same samples)
 
 
-def run(config: str, overrides: list[str], fixed: int | None) -> tuple[float, float, list[str]]:
-    """Seconds of ``Trainer.fit``, steady seconds per step (from the third step on) and PyTorch's
-    worker-count warnings; ``fixed``: that many workers whatever the CPUs (the behaviour before
-    utils.workers)."""
+def cpu_seconds() -> float:
+    """CPU time of this process and of its finished children (the DataLoader workers)."""
+    me, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + children.ru_utime + children.ru_stime
+
+
+def run(config: str, overrides: list[str], fixed: int | None) -> tuple[float, float, float, list[str]]:
+    """Seconds of ``Trainer.fit``, steady seconds per step (from the third step on), CPU seconds of
+    the run (workers included) and PyTorch's worker-count warnings; ``fixed``: that many workers
+    whatever the CPUs (the behaviour before utils.workers)."""
     import trainer
     import utils.workers
     from utils.config import load_config
@@ -56,9 +64,9 @@ def run(config: str, overrides: list[str], fixed: int | None) -> tuple[float, fl
             warnings.simplefilter("always")
             job = trainer.Trainer(load_config(config, overrides))
             try:
-                start = time.perf_counter()
+                start, cpu_start = time.perf_counter(), cpu_seconds()
                 code = job.fit()
-                seconds = time.perf_counter() - start
+                seconds, cpu = time.perf_counter() - start, cpu_seconds() - cpu_start
             finally:
                 job.release()
     finally:
@@ -67,7 +75,7 @@ def run(config: str, overrides: list[str], fixed: int | None) -> tuple[float, fl
     if code != 0:
         raise SystemExit(f"training exited with {code}")
     steady = (stamps[-1] - stamps[2]) / (len(stamps) - 3) if len(stamps) > 3 else float("nan")
-    return seconds, steady, [str(w.message) for w in caught if "worker" in str(w.message)]
+    return seconds, steady, cpu, [str(w.message) for w in caught if "worker" in str(w.message)]
 
 
 def main() -> None:
@@ -85,6 +93,7 @@ def main() -> None:
     sized = default_num_workers(configured)
     times: dict[str, list[float]] = {"sized": [], "fixed": []}
     steady: dict[str, list[float]] = {"sized": [], "fixed": []}
+    cpu: dict[str, list[float]] = {"sized": [], "fixed": []}
     warned: dict[str, list[str]] = {"sized": [], "fixed": []}
     with tempfile.TemporaryDirectory() as root:
         for r in range(args.rounds):
@@ -92,16 +101,20 @@ def main() -> None:
                 overrides = [f"name={variant}{r}", f"path.root={root}", f"train.max_steps={args.steps}",
                              "train.val_every=0", "train.checkpoint_every=0", "datasets.val=null", "report_to=[]",
                              f"train.num_workers={configured}"]
-                seconds, per_step, messages = run(args.config, overrides, args.fixed if variant == "fixed" else None)
+                seconds, per_step, cpu_s, messages = run(args.config, overrides, args.fixed if variant == "fixed" else None)
                 times[variant].append(round(seconds, 2))
                 steady[variant].append(round(per_step, 4))
+                cpu[variant].append(round(cpu_s, 2))
                 warned[variant].extend(messages)
-                print(f"round {r}: {variant:5s} {seconds:7.2f} s in fit, {per_step:.3f} s/step from step 3", flush=True)
+                print(f"round {r}: {variant:5s} {seconds:7.2f} s in fit, {per_step:.3f} s/step from step 3, {cpu_s:.1f} CPU s, "
+                      f"load {os.getloadavg()[0]:.1f}", flush=True)
     print(json.dumps({
         "usable_cpus": usable_cpus(), "sized_workers": sized, "fixed_workers": args.fixed, "steps": args.steps,
-        "fit_seconds": times, "steady_seconds_per_step": steady,
+        "fit_seconds": times, "steady_seconds_per_step": steady, "cpu_seconds": cpu,
+        "cpu_ratio_fixed_over_sized": round(sum(cpu["fixed"]) / sum(cpu["sized"]), 3),
         "fit_time_ratio_fixed_over_sized": round(sum(times["fixed"]) / sum(times["sized"]), 3),
         "per_round_ratio_fixed_over_sized": [round(f / s, 3) for f, s in zip(times["fixed"], times["sized"])],
+        "median_round_ratio_fixed_over_sized": round(statistics.median(f / s for f, s in zip(times["fixed"], times["sized"])), 3),
         "median_steady_ratio_fixed_over_sized": round(statistics.median(steady["fixed"]) / statistics.median(steady["sized"]), 3),
         "worker_warnings": {k: len(v) for k, v in warned.items()},
         "warning_text": sorted(set(warned["fixed"] + warned["sized"]))[:1]}, indent=1))
