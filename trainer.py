@@ -37,6 +37,7 @@ EXIT_REQUEUE = 75  # os.EX_TEMPFAIL: Slurm scripts requeue on it
 CHECKPOINT_RE = re.compile(r"checkpoint-(\d+)")
 STATE_FILE = "trainer_state.json"
 EMA_FILE = "ema.safetensors"
+MODEL_STATE_FILE = "model_state.json"  # the model's own state (phase, counters...): BaseModel.state_dict
 PREEMPT_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 
 
@@ -374,6 +375,12 @@ class Trainer:
         self.mode = mode
         self.run_dir = cfg.run_dir
         self.ckpt_dir = self.run_dir / "checkpoints"
+        from accelerate.utils import set_seed
+
+        # The model first (identical on every process: same seed), so its DDP options reach the
+        # accelerator.
+        set_seed(cfg.seed)
+        self.model = create_model(cfg)
         self.accelerator = self._make_accelerator(make_trackers if mode == "train" else None)
         acc = self.accelerator
         self.is_main = acc.is_main_process
@@ -386,14 +393,10 @@ class Trainer:
             raise ConfigError(f"{self.run_dir} already holds checkpoints; pass --resume auto to continue it "
                               f"or choose another name")
 
-        from accelerate.utils import set_seed
-
-        set_seed(cfg.seed)
-        self.model = create_model(cfg)
         if mode == "train":
             self.model.setup_training()
-            if not self.model.optimizers:
-                raise ConfigError(f"network {cfg.network['type']} has no trainable parameters: nothing to train; "
+            if not self.model.trainable_networks():
+                raise ConfigError(f"{self.model.describe()}: no trainable parameters, nothing to train; "
                                   f"evaluate it with -test (it runs as configured, without weights)")
         self.train_set = self._dataset("train") if mode == "train" else None
         self.val_set = self._dataset("val") if mode == "train" and cfg.datasets.val is not None else None
@@ -419,13 +422,14 @@ class Trainer:
 
         cfg, acc = self.cfg, self.accelerator
         self.emas = {}
-        if mode == "train" and cfg.train.ema_decay is not None:
+        settings = self.model.ema_settings() if mode == "train" else {}
+        if settings:
             from utils.ema import EMA
 
             if acc.distributed_type.name == "FSDP":
-                raise ConfigError("train.ema_decay is not supported with FSDP (each process holds only a shard "
-                                  "of the weights to average); set train.ema_decay=null")
-            self.emas = {n: EMA(self.model.network(n), cfg.train.ema_decay) for n in self.model.export_networks}
+                raise ConfigError("an EMA (train.ema_decay) is not supported with FSDP (each process holds only a "
+                                  "shard of the weights to average); set train.ema_decay=null")
+            self.emas = {n: EMA(self.model.network(n), s.decay, start_step=s.start_step) for n, s in settings.items()}
         # The networks were initialised alike on every process (seed above); what is drawn from the
         # global RNGs from now on (dropout, noise inside a model) differs between processes.
         from accelerate.utils import set_seed
@@ -463,10 +467,10 @@ class Trainer:
         import gc
 
         model = getattr(self, "model", None)
-        if model is not None and model.accelerator is not None:
-            for name in list(model.networks):
-                model.networks[name] = self.accelerator.unwrap_model(model.networks[name])
-        self.accelerator.free_memory()
+        if model is not None:
+            model.release()
+        if getattr(self, "accelerator", None) is not None:
+            self.accelerator.free_memory()
         gc.collect()
         _shutdown_distributed()
 
@@ -484,8 +488,14 @@ class Trainer:
         AcceleratorState._reset_state()
         GradientState._reset_state()
         trackers = make_trackers(cfg.report_to, cfg.name, cfg.run_dir / "logs") if make_trackers else None
+        handlers = []
+        if self.model.ddp_kwargs():
+            from accelerate.utils import DistributedDataParallelKwargs
+
+            handlers.append(DistributedDataParallelKwargs(**self.model.ddp_kwargs()))
         return Accelerator(
             cpu=cpu,
+            kwargs_handlers=handlers,
             mixed_precision=cfg.train.mixed_precision,
             gradient_accumulation_plugin=GradientAccumulationPlugin(num_steps=cfg.train.grad_accum,
                                                                     sync_with_dataloader=False),
@@ -590,8 +600,10 @@ class Trainer:
                 from safetensors.torch import save_file
 
                 tensors = {f"{n}.{k}": v.detach().cpu().contiguous() for n, e in self.emas.items() for k, v in e.shadow.items()}
-                meta = {n: json.dumps({"decay": e.decay, "num_updates": e.num_updates}) for n, e in self.emas.items()}
+                meta = {n: json.dumps({"decay": e.decay, "num_updates": e.num_updates, "start_step": e.start_step})
+                        for n, e in self.emas.items()}
                 save_file(tensors, str(tmp / EMA_FILE), metadata=meta)
+            (tmp / MODEL_STATE_FILE).write_text(json.dumps(self.model.state_dict(), indent=2) + "\n")
             state = {"step": self.step, "best": self.best, "num_processes": acc.num_processes,
                      "batch_size": self.cfg.train.batch_size, "grad_accum": self.cfg.train.grad_accum,
                      "bad_samples": self.bad_samples}
@@ -624,9 +636,13 @@ class Trainer:
             with safe_open(str(file), framework="pt") as f:
                 meta = f.metadata()
                 for name, ema in self.emas.items():
+                    if name not in meta:
+                        raise ConfigError(f"cannot resume from {path}: its EMA holds no network '{name}'")
                     info = json.loads(meta[name])
                     shadow = {k: f.get_tensor(f"{name}.{k}") for k in ema.shadow}
                     ema.load_state_dict({"decay": ema.decay, "num_updates": info["num_updates"], "shadow": shadow})
+        model_state = path / MODEL_STATE_FILE
+        self.model.load_state_dict(json.loads(model_state.read_text()) if model_state.is_file() else {})
         self.step = int(state["step"])
         self.best = state["best"]
         self.bad_samples = dict(state.get("bad_samples", {}))
@@ -645,7 +661,7 @@ class Trainer:
         acc.wait_for_everyone()
         with self._ema_weights():
             # Every process takes part (with sharded weights, FSDP, this gathers them); the main one writes.
-            states = {n: acc.get_state_dict(self.model.networks[n]) for n in self.model.export_networks}
+            states = self.model.export_state_dicts()
             if self.is_main:
                 shutil.rmtree(tmp, ignore_errors=True)
                 self.model.save_pretrained(tmp, state_dicts=states)
@@ -791,8 +807,7 @@ class Trainer:
         cfg, acc, t = self.cfg, self.accelerator, self.cfg.train
         acc.init_trackers(cfg.name)
         log_config(acc, config_to_dict(cfg), config_to_yaml(cfg))
-        n_params = sum(p.numel() for n in self.model.export_networks for p in self.model.network(n).parameters())
-        self.log.info(f"run {self.run_dir} | {cfg.network['type']} ({n_params:,} parameters) | "
+        self.log.info(f"run {self.run_dir} | {self.model.describe()} | "
                       f"{acc.num_processes} process(es) on {acc.device} | global batch "
                       f"{t.batch_size} x {acc.num_processes} x {t.grad_accum} | {len(self.train_set)} training samples")
 
@@ -807,11 +822,12 @@ class Trainer:
             sums: dict[str, torch.Tensor] = {}  # logged values summed since the last log line
             steps_since_log = 0
             while self.step < t.max_steps:
+                self.model.begin_step(self.step)
                 for batch in self._next_batches(stream):
                     batch = self._to_device(batch)
                     with self.model.accumulate():
                         try:
-                            logs = self.model.training_step(batch)
+                            logs = self.model.training_step(batch, self.step)
                         except NonFiniteLossError as exc:
                             raise self._nan_error(exc) from None
                     for k, val in logs.items():
@@ -819,7 +835,7 @@ class Trainer:
                 self.step += 1
                 steps_since_log += 1
                 for name, ema in self.emas.items():
-                    ema.update(self.model.network(name))
+                    ema.update(self.model.network(name), step=self.step)
                 stop = self._any_process(self._stop_signal is not None)
                 if self.step % t.log_every == 0 or self.step == t.max_steps or stop:
                     self._log_train({k: v / steps_since_log for k, v in sums.items()}, bar)
@@ -903,11 +919,11 @@ class Trainer:
             if acc.num_processes > 1:
                 val = acc.reduce(val, reduction="mean")
             values[f"train/{k}"] = float(val)
-        values["train/lr"] = self.model.current_lr()
+        values.update({f"train/{k}": v for k, v in self.model.current_lrs().items()})
         acc.log(values, step=self.step)
         loss = values.get("train/loss")
-        bar.set_postfix({"loss": f"{loss:.4g}" if loss is not None else "-", "lr": f"{values['train/lr']:.3g}"},
-                        refresh=False)
+        lr = values.get("train/lr", next((v for k, v in values.items() if k.startswith("train/lr")), 0.0))
+        bar.set_postfix({"loss": f"{loss:.4g}" if loss is not None else "-", "lr": f"{lr:.3g}"}, refresh=False)
         self.log.info(f"step {self.step}: " + ", ".join(f"{k[6:]} {x:.6g}" for k, x in values.items()))
 
     def _nan_error(self, exc) -> TrainingError:

@@ -70,10 +70,10 @@ def __init__(self, *args, **kwargs):
     if kill_step is not None:
         training_step = self.model.training_step
 
-        def probed_training_step(batch):
+        def probed_training_step(batch, step):
             if _hits(kill_step, self.step, rank):
                 _kill_self()
-            return training_step(batch)
+            return training_step(batch, step)
 
         self.model.training_step = probed_training_step
     if kill_save is not None:

@@ -1,6 +1,6 @@
 """Naming-convention registries (DESIGN.md, "Naming convention").
 
-A registry maps a name used in configs (``NAFNet``, ``Simple_model``, ``HFDataset``) to the
+A registry maps a name used in configs (``NAFNet``, ``PairedRestoration_model``, ``HFDataset``) to the
 class that implements it, found by the file naming convention:
 
 * networks: ``{Type}_arch`` (+ ``{Type}_config``) in ``models/archs/**/*_arch.py``
