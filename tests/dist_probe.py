@@ -104,9 +104,10 @@ def _dump(trainer) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     rank = trainer.probe["rank"]
     tensors = {}
-    for name in trainer.model.export_networks:
+    for name in trainer.model.networks:  # every network (a critic too), keyed by its name
         tensors.update({f"{name}.{k}": v.detach().cpu().contiguous()
                         for k, v in trainer.model.network(name).state_dict().items()})
+    trainer.probe["model_state"] = trainer.model.state_dict()
     for name, ema in trainer.emas.items():
         tensors.update({f"ema.{name}.{k}": v.detach().cpu().contiguous() for k, v in ema.shadow.items()})
     save_file(tensors, str(folder / f"rank{rank}.safetensors"))
