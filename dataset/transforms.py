@@ -238,3 +238,36 @@ class KeyedTransform:
         clip = any(layouts.get(k) == "clip" for k, v in sample.items() if isinstance(v, torch.Tensor))
         geometry = self.draw(sample[self.ref_key].shape[-2:], generator, key, clip=clip)
         return self.apply(sample, layouts, geometry, factors), geometry
+
+
+DOWNSCALE_METHODS = ("bicubic", "area")
+
+
+def check_downscale(method: str) -> str:
+    if method not in DOWNSCALE_METHODS:
+        raise ConfigError(f"downscale must be one of {', '.join(DOWNSCALE_METHODS)}, got {method!r}")
+    return method
+
+
+def downscale(x: torch.Tensor, scale: int, method: str = "bicubic") -> torch.Tensor:
+    """``[..., C, H, W]`` -> ``[..., C, H/scale, W/scale]`` (H and W multiples of ``scale``).
+
+    ``area``: the mean of each scale×scale block (a sensor integrating over bigger pixels).
+    ``bicubic``: antialiased bicubic (Keys a = -0.5, kernel widened by ``scale``), the kernel of
+    PIL's ``Image.resize(BICUBIC)`` and MATLAB's ``imresize``, the usual SR degradation; clamped
+    to [0, 1].
+    """
+    check_downscale(method)
+    if scale == 1:
+        return x
+    h, w = x.shape[-2:]
+    if h % scale or w % scale:
+        raise DataError(f"cannot downscale {w}x{h} by {scale}: width and height must be multiples of {scale}")
+    lead = x.shape[:-3]
+    flat = x.reshape(-1, *x.shape[-3:]).float()
+    if method == "area":
+        out = torch.nn.functional.avg_pool2d(flat, scale)
+    else:
+        out = torch.nn.functional.interpolate(flat, size=(h // scale, w // scale), mode="bicubic",
+                                              align_corners=False, antialias=True).clamp(0, 1)
+    return out.reshape(*lead, *out.shape[-3:]).contiguous()
