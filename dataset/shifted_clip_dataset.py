@@ -15,8 +15,8 @@ from utils.errors import ConfigError, DataError
 from utils.image_io import quantize
 from utils.noise import quantize as quantize_tensor
 
-MOTIONS = ("subpixel", "integer")
-TARGETS = ("clip", "center")
+_MOTIONS = ("subpixel", "integer")
+_TARGETS = ("clip", "center")
 
 
 def shift_frame(image: torch.Tensor, dy: float, dx: float, top: int, left: int, height: int, width: int) -> torch.Tensor:
@@ -110,10 +110,10 @@ class ShiftedClipDataset(PairedImageDataset):
                          skip_bad_samples=skip_bad_samples, scale=scale, time_reverse=time_reverse)
         if not isinstance(frames, int) or isinstance(frames, bool) or frames < 1:
             raise ConfigError(f"frames must be a positive integer, got {frames!r}")
-        if motion not in MOTIONS:
-            raise ConfigError(f"motion must be one of {', '.join(MOTIONS)}, got {motion!r}")
-        if target not in TARGETS:
-            raise ConfigError(f"target must be one of {', '.join(TARGETS)}, got {target!r}")
+        if motion not in _MOTIONS:
+            raise ConfigError(f"motion must be one of {', '.join(_MOTIONS)}, got {motion!r}")
+        if target not in _TARGETS:
+            raise ConfigError(f"target must be one of {', '.join(_TARGETS)}, got {target!r}")
         if target == "center" and frames % 2 == 0:
             raise ConfigError(f"target: center needs an odd number of frames (a centre frame), got frames: {frames}")
         if not isinstance(max_shift, (int, float)) or isinstance(max_shift, bool) or max_shift < 0:

@@ -268,3 +268,69 @@ def test_downscale_matches_pil_bicubic_and_block_means(scale):
             np.testing.assert_allclose(ours[b, c].numpy(), np.clip(np.asarray(pil), 0, 1), atol=1e-5)
     with pytest.raises(DataError, match="multiples of 3"):
         downscale(torch.rand(3, 10, 9), 3)
+
+
+# -- a dataset with clips and extra keyed entries through the base class ---------------------------
+class ToyKeyed:
+    """Built lazily (the base class lives in dataset.base): clips as T×H×W×C arrays from
+    load_pair, plus a mask, an aligned reference image and a per-sample parameter."""
+
+    @staticmethod
+    def make(**kw):
+        from dataset.base import PairedImageDataset, as_chw
+
+        class Toy(PairedImageDataset):
+            layouts = {"mask": "mask", "ref": "image", "sigma": "scalar"}
+
+            def __init__(self, **kw):
+                super().__init__(**{"phase": "train", "crop_size": 4, "use_flip": True, "use_rot": True, "seed": 0,
+                                    "skip_bad_samples": False, **kw})
+                rng = np.random.default_rng(0)
+                self.lq = rng.random((3, 8, 10, 3), dtype=np.float32)  # T×H×W×C
+                self.mask = (rng.random((1, 8, 10)) < 0.3).astype(np.float32)
+
+            def __len__(self):
+                return 20
+
+            def load_pair(self, index):
+                gt = self.lq.repeat(self.scale, 1).repeat(self.scale, 2)
+                return gt, self.lq, f"clip{index}"
+
+            def load_sample(self, index, generator):
+                sample = super().load_sample(index, generator)
+                lq = as_chw(self.lq)
+                return {**sample, "mask": torch.from_numpy(self.mask), "ref": lq[1] * 0.5,
+                        "sigma": torch.tensor(float(index))}
+
+        return Toy(**kw)
+
+
+@pytest.mark.parametrize("scale", [1, 2])
+def test_base_class_clips_and_extra_entries(scale):
+    ds = ToyKeyed.make(scale=scale, time_reverse=True)
+    for i in range(len(ds)):
+        s = ds[i]
+        assert s["lq"].shape == (3, 3, 4, 4) and s["gt"].shape == (3, 3, 4 * scale, 4 * scale)
+        assert torch.equal(s["gt"], nearest_up(s["lq"], scale))
+        assert torch.equal(s["ref"], s["lq"][1] * 0.5)  # the centre frame survives time reversal
+        # the mask moved with lq: the (unique) pixel values it marks are those it marked in the source
+        source_pixels = torch.from_numpy(ds.lq[1]).reshape(-1, 3)
+        marked = {tuple(v) for v in source_pixels[torch.from_numpy(ds.mask[0]).reshape(-1) > 0].tolist()}
+        pixels = s["lq"][1].permute(1, 2, 0).reshape(-1, 3)
+        flags = s["mask"][0].reshape(-1) > 0
+        assert all((tuple(v) in marked) == bool(f) for v, f in zip(pixels.tolist(), flags.tolist()))
+        assert s["sigma"] == float(i) and s["key"] == f"clip{i}"
+    val = ToyKeyed.make(scale=scale, phase="val")
+    s = val[0]
+    assert torch.equal(s["lq"], as_tchw(ds.lq)[..., 2:6, 3:7])  # centre crop (8-4)//2, (10-4)//2, no reversal
+
+
+def as_tchw(arr):
+    return torch.from_numpy(arr.transpose(0, 3, 1, 2))
+
+
+def test_base_class_rejects_clips_of_different_lengths():
+    ds = ToyKeyed.make()
+    ds.load_pair = lambda index: (ds.lq[:2], ds.lq, "c")
+    with pytest.raises(DataError, match="sample 'c': gt has 2 frames but lq has 3"):
+        ds[0]
