@@ -150,7 +150,8 @@ class PairedImageDataset(torch.utils.data.Dataset):
 
     # -- subclass interface ----------------------------------------------------------------
     def load_pair(self, index: int) -> tuple[np.ndarray | torch.Tensor, np.ndarray | torch.Tensor, str]:
-        """(gt, lq, key): H×W×C float32 RGB arrays (or C×H×W tensors) in [0, 1] and a sample id."""
+        """(gt, lq, key): H×W×C float32 RGB arrays (T×H×W×C for clips, or C×H×W / T×C×H×W
+        tensors) in [0, 1], gt ``scale``× lq along H and W, and a sample id."""
         raise NotImplementedError
 
     def load_sample(self, index: int, generator: torch.Generator) -> dict:

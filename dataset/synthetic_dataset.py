@@ -87,7 +87,7 @@ class SyntheticBlurDataset(PairedImageDataset):
                                    # a [low, high] range is drawn per sample
         quantize_bits: 8           # round gt and lq to 8-bit levels like stored PNGs (null: keep float)
         samples_per_image: 1       # samples per image per epoch (many random crops of few images)
-        phase: train               # train (random crop/flips/noise) | val | test (fixed noise)
+        phase: train               # train (random crop/flips/noise) | val | test (fixed noise); set by the trainer
         crop_size: 96
         use_flip: true
         use_rot: true
