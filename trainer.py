@@ -121,21 +121,32 @@ class TrainStream:
             epoch, first = epoch + 1, 0
 
 
-PSF_KEYS = ("psf", "basis_psfs", "basis_coef")
-
-
-def dataset_options(options: dict, keywords: list[str], seed: int, batch_keys: tuple[str, ...]) -> dict:
+def dataset_options(options: dict, keywords: list[str], seed: int, batch_keys: tuple[str, ...],
+                    split: str | None = None) -> dict:
     """Constructor keywords of a dataset: the YAML mapping plus what the experiment implies,
-    for datasets that take them and where the YAML leaves them unset:
+    for datasets that take them:
 
-    * ``seed``: the experiment ``seed`` (training randomness comes from (seed, epoch, index));
+    * ``phase``: the split (``train``/``val``/``test``), so a validation set is never cropped or
+      flipped at random. A YAML ``phase`` that contradicts the split is a ConfigError; ``val``
+      and ``test`` are the same fixed evaluation, so either is accepted on either of those splits
+      (``test: ${datasets.val}`` keeps working);
+    * ``seed``: the experiment ``seed`` (training randomness comes from (seed, epoch, index)),
+      where the YAML leaves it unset;
     * ``psf_keys``: the PSF entries (psf, basis_psfs, basis_coef) the model's networks read
       (their ``input_keys``), so a PSF-aware network gets them without extra YAML.
     """
+    from dataset.psf_keys import psf_keys_for
+
     options = dict(options)
+    if split is not None and "phase" in keywords:
+        given = options.get("phase")
+        if given is not None and given != split and "train" in (given, split):
+            raise ConfigError(f"datasets.{split}.phase is {given!r} but the dataset is the {split!r} split; "
+                              f"remove phase (the trainer sets it from the split)")
+        options["phase"] = split
     if "seed" in keywords and "seed" not in options:
         options["seed"] = seed
-    wanted = [k for k in batch_keys if k in PSF_KEYS]
+    wanted = psf_keys_for(batch_keys)
     if wanted and "psf_keys" in keywords and options.get("psf_keys") is None:
         options["psf_keys"] = wanted
     return options
@@ -512,7 +523,7 @@ class Trainer:
         if options is None:
             raise ConfigError(f"datasets.{split} is not set (needed for {'training' if split == 'train' else split})")
         options = dataset_options(options.to_dict(), keyword_names(DATASETS.get(options["type"]).__init__),
-                                  self.cfg.seed, self.model.batch_keys())
+                                  self.cfg.seed, self.model.batch_keys(), split=split)
         try:
             data = create_dataset(options)
         except (TypeError, ValueError) as exc:
