@@ -221,7 +221,7 @@ def write_metrics_files(folder: Path, per_image: dict[str, dict[str, float]], na
                        **source, "n_images": len(per_image)})
     if masked:
         convention["mask"] = {"masked_items": masked, "rule": MASK_RULE}
-    per_clip = clip_means(per_image, groups, names) if is_clip_grouping(groups) or average == "clip" else {}
+    per_clip = clip_means(per_image, groups, names) if is_clip_grouping(groups) else {}
     write_reports(EvaluationResult(convention, per_image, mean, {}, inf_counts, per_clip), folder)
     return mean
 
