@@ -25,7 +25,6 @@ import shutil
 import signal
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -178,107 +177,7 @@ class MarkBadSamples(torch.utils.data.Dataset):
         return sample
 
 
-def shard_indices(n: int, rank: int, world: int) -> list[int]:
-    """Evaluation shard of one process: every ``world``-th image, no padding or duplicates."""
-    return list(range(rank, n, world))
-
-
-# ---------------------------------------------------------------------------------------------
-# Scoring (utils.metrics; predictions quantised exactly like a saved 8-bit PNG)
-
-
-def quantize_uint8(x: torch.Tensor) -> torch.Tensor:
-    """Clamp to [0, 1] and round to the 256 levels a saved PNG holds (float64 rounding, as
-    utils.image_io.quantize does), returned as float32 values k/255."""
-    return (torch.round(x.detach().double().clamp(0.0, 1.0) * 255.0) / 255.0).float()
-
-
-def score(pred: torch.Tensor, gt: torch.Tensor, names: tuple[str, ...], crop_border: int,
-          test_y_channel: bool) -> dict[str, torch.Tensor]:
-    """Per-image metric values (Tensor[B] each) by utils.metrics on 8-bit levels (clamped and
-    rounded exactly as the saved PNG), the numbers calculate_metrics.py gives on the files."""
-    from utils.metrics import compute_metrics
-
-    return compute_metrics(pred, gt, names=names, crop_border=crop_border, test_y_channel=test_y_channel,
-                           round_to_uint8=True)
-
-
-def higher_is_better(name: str) -> bool:
-    from utils.metrics import higher_is_better as direction
-
-    return direction(name)
-
-
-def output_name(key: str) -> str:
-    """Relative PNG path of a sample's output: ``"sub/img_01.jpg"`` -> ``"sub/img_01.png"``."""
-    from utils.image_io import IMAGE_EXTENSIONS
-
-    path = Path(str(key))
-    if path.is_absolute() or ".." in path.parts:
-        path = Path(*[p for p in path.parts if p not in ("..", path.anchor)])
-    if path.suffix.lower() in IMAGE_EXTENSIONS:
-        path = path.with_suffix("")
-    return path.as_posix() + ".png"
-
-
-def write_metrics_files(folder: Path, per_image: dict[str, dict[str, float]], names: tuple[str, ...],
-                        crop_border: int, test_y_channel: bool, source: dict) -> dict[str, float]:
-    """``metrics.json`` ({"convention", "mean", "per_image", ...}) and ``metrics.csv`` through the
-    writer calculate_metrics.py uses (same shapes, same inf handling); returns the means."""
-    from utils.metrics.folders import EvaluationResult, convention_record, write_reports
-
-    mean = mean_over_images(per_image, names)
-    inf_counts = {n: c for n in names if (c := sum(math.isinf(v[n]) for v in per_image.values()))}
-    convention = convention_record(list(names), crop_border, test_y_channel, True, None)
-    convention.update({"toolbox": "restorelab trainer.py (BasicSR convention, the code calculate_metrics.py runs)",
-                       **source, "n_images": len(per_image)})
-    write_reports(EvaluationResult(convention, per_image, mean, {}, inf_counts), folder)
-    return mean
-
-
-def mean_over_images(per_image: dict[str, dict[str, float]], names) -> dict[str, float]:
-    """Arithmetic mean per metric over images (an identical pair's PSNR = inf makes it inf)."""
-    return {n: float(np.mean([v[n] for v in per_image.values()])) for n in names}
-
-
-def _collated(loader, batch_size: int):
-    """Iterate ``loader``; images of different sizes in one batch become a clear DataError."""
-    iterator = iter(loader)
-    while True:
-        try:
-            yield next(iterator)
-        except StopIteration:
-            return
-        except RuntimeError as exc:
-            if "equal size" in str(exc) or "same size" in str(exc):
-                raise DataError(f"val.batch_size={batch_size} needs images of one size; these differ "
-                                f"(use val.batch_size=1)") from exc
-            raise
-
-
-def image_grid(*images: torch.Tensor) -> np.ndarray:
-    """C×H×W tensors side by side (input | output | ground truth) as an H×W×3 uint8 array."""
-    height = max(im.shape[-2] for im in images)
-    tiles = []
-    for im in images:
-        im = im.detach().float().cpu().clamp(0, 1)
-        if im.shape[0] == 1:
-            im = im.expand(3, -1, -1)
-        im = im[:3]
-        pad = height - im.shape[-2]
-        tiles.append(torch.nn.functional.pad(im, (0, 0, 0, pad)))
-    grid = torch.cat(tiles, dim=-1)
-    return np.round(grid.numpy().transpose(1, 2, 0) * 255.0).astype(np.uint8)
-
-
-@dataclass
-class Evaluation:
-    """Scores of one pass over an evaluation set (every process holds all of them)."""
-
-    mean: dict[str, float]
-    per_image: dict[str, dict[str, float]]   # output name -> metric -> value, sorted by name
-    grids: dict[str, np.ndarray]             # tracker image grids (main process)
-    skipped: list[str]                       # skip_bad_samples: errors of the images left out
+# Evaluation (sharding, scoring, averaging, metrics files, grids) lives in utils/evaluation.py.
 
 
 # ---------------------------------------------------------------------------------------------
@@ -695,69 +594,20 @@ class Trainer:
     # -- evaluation -------------------------------------------------------------------------
     @torch.no_grad()
     def evaluate(self, dataset, save_dir: Path | None = None, log_images: int = 0, desc: str = "val") -> "Evaluation":
-        """Score every image of ``dataset`` (sharded over processes, gathered without padding).
+        """Score every sample of ``dataset`` with the (EMA) networks: ``utils.evaluation.Evaluator``
+        (sharded over processes, 8-bit outputs, the numbers of calculate_metrics.py on the PNGs)."""
+        from utils.evaluation import Evaluator, SharedEvaluationError
 
-        Predictions are clamped and rounded to 8 bits before scoring, so the numbers equal
-        calculate_metrics.py on the saved PNGs. An unreadable image stops every process with its
-        error, or with ``skip_bad_samples: true`` is left out and listed in ``skipped``."""
-        from accelerate.utils import gather_object
-        from torch.utils.data import DataLoader
-        from tqdm import tqdm
-
-        from utils.image_io import write_image
-
-        acc, v = self.accelerator, self.cfg.val
-        indices = shard_indices(len(dataset), acc.process_index, acc.num_processes)
-        batches = [indices[i: i + v.batch_size] for i in range(0, len(indices), v.batch_size)]
-        loader = DataLoader(dataset, batch_sampler=batches, num_workers=self.cfg.train.num_workers)
-        tile = (v.patch_size, v.overlap) if v.patched else None
-        rows, skipped, grids, error = [], [], {}, None
-        self.model.eval()
+        evaluator = Evaluator(self.cfg.val, self.accelerator, num_workers=self.cfg.train.num_workers,
+                              to_device=self._to_device, error_text=error_line)
         try:
             with self._ema_weights():
-                for batch in tqdm(_collated(loader, v.batch_size), desc=desc, leave=False, disable=not self.is_main,
-                                  dynamic_ncols=True):
-                    batch = self._to_device(batch)
-                    with acc.autocast():
-                        pred = self.model.predict(batch, tile=tile)
-                    pred_q = quantize_uint8(pred.float())
-                    gt_q = quantize_uint8(batch["gt"])
-                    values = score(pred_q, gt_q, v.metrics, v.crop_border, v.test_y_channel)
-                    keys = [str(k) for k in batch["key"]] if "key" in batch else [str(i) for i in range(len(pred))]
-                    bad = batch.get("bad_sample", [""] * len(keys))
-                    for b, key in enumerate(keys):
-                        if bad[b]:  # a stand-in for an unreadable image: scored nowhere
-                            skipped.append(bad[b])
-                            continue
-                        image = output_name(key)
-                        rows.append((image, {m: float(values[m][b]) for m in v.metrics}))
-                        if save_dir is not None:
-                            write_image(save_dir / image, pred_q[b])
-                        if self.is_main and len(grids) < log_images:
-                            panels = [batch["lq"][b], pred_q[b], batch["gt"][b]] if "lq" in batch else [pred_q[b], batch["gt"][b]]
-                            grids[f"{desc}/{len(grids)}"] = image_grid(*panels)
-        except DataError as exc:
-            error = error_line(exc)  # told to every process below, so none waits for the others
-        finally:
-            self.model.train()
-        if acc.num_processes > 1:
-            shards = gather_object([(rows, skipped, error)])
-            error = next((e for _, _, e in shards if e is not None), None)
-            rows = [row for r, _, _ in shards for row in r]
-            skipped = [reason for _, s, _ in shards for reason in s]
-        if error is not None:
-            self.log.error(f"{desc}: {error}")
-            raise SharedDataError(f"{desc}: {error}")
-        per_image = {}
-        for image, values in rows:
-            if image in per_image:
-                raise DataError(f"two {desc} samples share the output name {image}; dataset keys must be unique")
-            per_image[image] = values
-        per_image = dict(sorted(per_image.items()))
-        if not per_image:
-            raise DataError(f"{desc}: no image could be read ({len(skipped)} skipped, first: {skipped[0]})")
-        self._note_skipped(skipped, desc)
-        return Evaluation(mean_over_images(per_image, v.metrics), per_image, grids, sorted(set(skipped)))
+                result = evaluator.run(self.model, dataset, save_dir, log_images, desc)
+        except SharedEvaluationError as exc:
+            self.log.error(str(exc))
+            raise SharedDataError(str(exc)) from None
+        self._note_skipped(result.skip_events, desc)
+        return result
 
     def _to_device(self, batch: dict) -> dict:
         device = self.accelerator.device
@@ -771,21 +621,21 @@ class Trainer:
         return {k: move(t) for k, t in batch.items()}
 
     def validate(self) -> dict[str, float]:
+        from utils.evaluation import Evaluator, mean_text
+        from utils.metrics import higher_is_better
         from utils.trackers import log_images
 
         v = self.cfg.val
         folder = self.run_dir / "results" / "val" / f"step-{self.step}"
         result = self.evaluate(self.val_set, folder if v.save_images else None, v.log_images)
-        mean, per_image, grids = result.mean, result.per_image, result.grids
+        mean = result.mean
         if self.is_main:
-            write_metrics_files(folder, per_image, v.metrics, v.crop_border, v.test_y_channel,
-                                {"split": "datasets.val", "step": self.step, "ema": bool(self.emas),
-                                 **({"skipped_bad_samples": result.skipped} if result.skipped else {})})
+            Evaluator(v, self.accelerator).write(folder, result, {"split": "datasets.val", "step": self.step,
+                                                                  "ema": bool(self.emas)})
         self.accelerator.log({f"val/{m}": x for m, x in mean.items()}, step=self.step)
-        log_images(self.accelerator, grids, self.step)
-        text = ", ".join(f"{m} {x:.4f}" for m, x in mean.items())
+        log_images(self.accelerator, result.grids, self.step)
         left_out = f" ({len(result.skipped)} unreadable left out)" if result.skipped else ""
-        self.log.info(f"step {self.step}: validation over {len(per_image)} images{left_out}: {text}")
+        self.log.info(f"step {self.step}: validation over {result.describe()}{left_out}: {mean_text(mean)}")
 
         value = mean[v.best_metric]
         better = higher_is_better(v.best_metric)
@@ -947,19 +797,18 @@ class Trainer:
 
     # -- test -------------------------------------------------------------------------------
     def test(self) -> dict[str, float]:
-        v = self.cfg.val
+        from utils.evaluation import Evaluator, mean_text
+
         folder = self.run_dir / "results" / "test"
-        self.log.info(f"testing {self.weights_path} on {len(self.test_set)} images -> {folder}")
+        self.log.info(f"testing {self.weights_path} on {len(self.test_set)} samples -> {folder}")
         result = self.evaluate(self.test_set, folder, desc="test")
-        mean, per_image = result.mean, result.per_image
         if self.is_main:
-            write_metrics_files(folder, per_image, v.metrics, v.crop_border, v.test_y_channel,
-                                {"split": "datasets.test", "weights": str(self.weights_path),
-                                 **({"skipped_bad_samples": result.skipped} if result.skipped else {})})
+            Evaluator(self.cfg.val, self.accelerator).write(folder, result, {"split": "datasets.test",
+                                                                            "weights": str(self.weights_path)})
             left_out = f" ({len(result.skipped)} unreadable left out)" if result.skipped else ""
-            self.log.info(f"test over {len(per_image)} images{left_out}: " + ", ".join(f"{m} {x:.4f}" for m, x in mean.items()))
+            self.log.info(f"test over {result.describe()}{left_out}: {mean_text(result.mean)}")
         self.accelerator.wait_for_everyone()
-        return mean
+        return result.mean
 
 
 # ---------------------------------------------------------------------------------------------

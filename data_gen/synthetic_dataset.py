@@ -370,7 +370,7 @@ def render_sample(sample: Sample) -> dict:
     import cv2
     import torch
 
-    from utils.image_io import image_to_tensor, quantize as quantize_uint8
+    from utils.image_io import image_to_tensor, quantize_levels
     from utils.noise import sample_noise_model
     from utils.sv_renderer import simulate_capture
 
@@ -386,7 +386,7 @@ def render_sample(sample: Sample) -> dict:
                         "when this dataset was started; use a new --out")
     crop = img[y0:y0 + h, x0:x0 + w]
     interp = cv2.INTER_AREA if w >= ws else cv2.INTER_CUBIC
-    gt = quantize_uint8(cv2.resize(crop, (ws, hs), interpolation=interp), 8)
+    gt = quantize_levels(cv2.resize(crop, (ws, hs), interpolation=interp), 8)
     noise = sample_noise_model(cfg.noise, cfg.sigma, cfg.photons, cfg.read_noise,
                                generator=torch.Generator().manual_seed(param_seed))
     gt_t = image_to_tensor(gt.astype(np.float32) / 255.0)[None].double()

@@ -170,7 +170,7 @@ class SyntheticBlurDataset(PairedImageDataset):
                 self.skipped[name] = str(exc)
                 continue
             if quantize_bits:
-                img = quantize(img, quantize_bits).astype(np.float32) / (2 ** quantize_bits - 1)
+                img = quantize(img, quantize_bits)
             gt = torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))
             with torch.no_grad():
                 blurred = renderer((srgb_to_linear(gt) if self.linear_light else gt)[None])[0].float()
@@ -202,10 +202,9 @@ class SyntheticBlurDataset(PairedImageDataset):
 
     def finish_sample(self, sample: dict, index: int, geometry: Geometry, generator: torch.Generator) -> None:
         """Noise on the (cropped, flipped) noise-free blur, then back to sRGB and quantised."""
-        from utils.noise import quantize as quantize_tensor
         from utils.noise import sample_noise_model
 
         noise = sample_noise_model(**self.noise, generator=generator)
         blurred = sample["lq"]
         lq = noise.apply_linear(blurred, generator) if self.linear_light else noise(blurred, generator)
-        sample["lq"] = (quantize_tensor(lq, self.quantize_bits) if self.quantize_bits else lq).contiguous()
+        sample["lq"] = (quantize(lq, self.quantize_bits) if self.quantize_bits else lq).contiguous()

@@ -239,6 +239,7 @@ class ValConfig:
     crop_border: int = 0
     test_y_channel: bool = False
     batch_size: int = 1
+    average: Literal["image", "clip", "frame"] = "image"  # clip: mean over each clip's frames, then over clips
 
     def __post_init__(self):
         _check(len(self.metrics) > 0, "val.metrics must name at least one metric")

@@ -644,7 +644,8 @@ def simulate_capture(gt: torch.Tensor, renderer: SVRenderer, noise=None, generat
     """Degrade sRGB ``gt`` [B, C, H, W] as a camera would: blur (in linear light by default),
     noise (``utils.noise.NoiseModel``: Poisson-Gaussian in linear light, Gaussian in sRGB),
     back to sRGB, and quantise to ``bits`` (None: keep floats, unclipped)."""
-    from utils.noise import NoiseModel, quantize, srgb_to_linear
+    from utils.image_io import quantize
+    from utils.noise import NoiseModel, srgb_to_linear
 
     noise = noise or NoiseModel()
     if linear_light:
