@@ -13,7 +13,6 @@ from dataset.transforms import check_downscale
 from dataset.transforms import downscale as downscale_image
 from utils.errors import ConfigError, DataError
 from utils.image_io import quantize
-from utils.noise import quantize as quantize_tensor
 
 _MOTIONS = ("subpixel", "integer")
 _TARGETS = ("clip", "center")
@@ -146,7 +145,7 @@ class ShiftedClipDataset(PairedImageDataset):
             if size is not None:
                 img = fit_to_size(img, size)
             if quantize_bits:
-                img = quantize(img, quantize_bits).astype(np.float32) / (2 ** quantize_bits - 1)
+                img = quantize(img, quantize_bits)
             h, w = self.frame_size(img.shape[:2])
             if h < self.scale or w < self.scale:
                 raise DataError(f"image '{name}' ({img.shape[1]}x{img.shape[0]}) is too small for max_shift "
@@ -187,7 +186,7 @@ class ShiftedClipDataset(PairedImageDataset):
         m = self.margin
         clip = torch.stack([shift_frame(image, float(dy), float(dx), m, m, h, w) for dy, dx in shifts.tolist()])
         if self.quantize_bits:
-            clip = quantize_tensor(clip, self.quantize_bits)
+            clip = quantize(clip, self.quantize_bits)
         gt = clip if self.target == "clip" else clip[self.centre]
         lq = downscale_image(clip, self.scale, self.downscale)
         return {"gt": gt.contiguous(), "lq": lq, "shifts": shifts, "key": self.sample_key(index)}
@@ -197,4 +196,4 @@ class ShiftedClipDataset(PairedImageDataset):
         from utils.noise import sample_noise_model
 
         lq = sample_noise_model(**self.noise, generator=generator)(sample["lq"], generator)
-        sample["lq"] = (quantize_tensor(lq, self.quantize_bits) if self.quantize_bits else lq).contiguous()
+        sample["lq"] = (quantize(lq, self.quantize_bits) if self.quantize_bits else lq).contiguous()
