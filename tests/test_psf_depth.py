@@ -5,6 +5,9 @@ defocus (D²/8)(1/v_f - 1/v) (Goodman §6.4.4), the pixel-integrated Airy peak (
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -175,3 +178,23 @@ def test_depth_file_round_trip_and_old_files(tmp_path):
     save_psf_field(field, tmp_path / "new.h5")
     with h5py.File(tmp_path / "new.h5") as f:
         assert f["psfs"].ndim == 5 and "depths_m" not in f
+
+
+def test_step1_cli_depth_stack(tmp_path):
+    script = Path(__file__).resolve().parent.parent / "data_gen" / "1.generate_psfs_synthetic.py"
+    run = subprocess.run([sys.executable, str(script), "--psf_type", "seidel", "--save_dir", str(tmp_path / "d"),
+                          "--grid", "2", "2", "--psf_size", "15", "--sensor_res", "32", "32", "--f_number", "4",
+                          "--focal_length_mm", "25", "--focus_distance_m", "2", "--object_distance_m", "1", "2", "4",
+                          "--lateral_color", "0.001", "0", "-0.001", "--abbe_number", "60"],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    stack = load_depth_psf_field(tmp_path / "d")
+    assert stack.psfs.shape == (3, 1, 3, 4, 15, 15) and stack.depths_m.tolist() == [1.0, 2.0, 4.0]
+    assert sorted(p.name for p in (tmp_path / "d").glob("psf_grid_depth*.png")) == [
+        "psf_grid_depth00.png", "psf_grid_depth01.png", "psf_grid_depth02.png"]
+    # the file regenerates itself from its args
+    again = PSFSimulator.from_config(stack.attrs["args"]).simulate()
+    assert torch.equal(again.psfs, stack.psfs)
+    bad = subprocess.run([sys.executable, str(script), "--psf_type", "gaussian", "--save_dir", str(tmp_path / "g"),
+                          "--focal_length_mm", "25"], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "--focal_length_mm applies to --psf_type seidel or zernike" in bad.stderr
