@@ -24,7 +24,6 @@ interpolated linearly in inverse distance (diopters), in which the defocus W020 
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import dataclass, field, replace

@@ -3,7 +3,6 @@ channel's centroid by lateral_color[c] * r; axial colour (defocus per wavelength
 defocus computed by hand from a Cauchy glass (n = A + B / lambda², fitted to n_d and V_d)."""
 from __future__ import annotations
 
-import math
 
 import numpy as np
 import pytest
