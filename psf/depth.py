@@ -249,7 +249,8 @@ class DepthPSFField:
             raise DataError(f"{source}: 'depths_m' must be positive and strictly increasing, got {depths.tolist()}")
         if np.shape(self.H_obj) != (d, 3, 3):
             raise DataError(f"{source}: 'H_obj' must be [D={d}, 3, 3], got {np.shape(self.H_obj)}")
-        self.plane(0).validate(source)  # shapes, grid, channels, normalisation of one plane ...
+        for index in range(d):  # shapes, grid, channels, normalisation of every plane
+            self.plane(index).validate(f"{source} (depth {depths[index]:g} m)")
         if not torch.isfinite(p).all():
             raise DataError(f"{source}: 'psfs' contains NaN or inf")
 
