@@ -166,7 +166,7 @@ def render_scene(renderer, colours, masks, depths, noise, noise_seed: int, linea
     """lq (uint8 H x W x 3) of one scene's layers through a ``LayeredRenderer``."""
     import torch
 
-    from utils.noise import quantize, srgb_to_linear
+    from utils.noise import srgb_to_linear
 
     cols = torch.from_numpy(colours).permute(0, 3, 1, 2)[None].double()  # [1, L, 3, H, W]
     alphas = torch.from_numpy(masks)[None, :, None].double()
@@ -175,7 +175,8 @@ def render_scene(renderer, colours, masks, depths, noise, noise_seed: int, linea
         y = noise.apply_linear(y, torch.Generator().manual_seed(noise_seed))  # sRGB out
     else:
         y = noise(renderer.render_layers(cols, alphas, depths.tolist()), torch.Generator().manual_seed(noise_seed))
-    return np.round(quantize(y, 8)[0].permute(1, 2, 0).numpy() * 255.0).astype(np.uint8)
+    # the lab's 8-bit quantiser (utils.image_io.quantize): clamp, float64, round half to even
+    return np.round(y[0].permute(1, 2, 0).double().clamp(0.0, 1.0).numpy() * 255.0).astype(np.uint8)
 
 
 def build_depth_dataset(cfg: DepthSceneConfig, out: str | Path, progress: bool = True) -> Path:
