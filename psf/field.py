@@ -228,6 +228,10 @@ def load_psf_field(path: str | os.PathLike) -> PSFField:
     except OSError as exc:
         raise DataError(f"{path}: not a readable HDF5 file ({exc})") from None
     with f:
+        if "depths_m" in f:
+            raise DataError(f"{path}: a depth-aware PSF file (psfs {list(f['psfs'].shape)} = [C_out, C_in, D, N, k, k], "
+                            f"depths_m {np.round(f['depths_m'][()], 4).tolist()}); read it with "
+                            "psf.depth.load_depth_psf_field and pick a plane (.plane(i) or .at_depth(metres))")
         for name in ("psfs", "H_img", "H_obj"):
             if name not in f:
                 raise DataError(f"{path}: missing dataset '{name}' (found: {', '.join(f.keys()) or 'none'})")
