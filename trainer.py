@@ -306,7 +306,8 @@ class Trainer:
         if mode == "train":
             self.model.setup_training()
             if not self.model.trainable_networks():
-                raise ConfigError(f"{self.model.describe()}: no trainable parameters, nothing to train; "
+                kinds = ", ".join(type(self.model.network(n)).__name__.removesuffix("_arch") for n in self.model.networks)
+                raise ConfigError(f"network {kinds} has no trainable parameters: nothing to train; "
                                   f"evaluate it with -test (it runs as configured, without weights)")
         self.train_set = self._dataset("train") if mode == "train" else None
         self.val_set = self._dataset("val") if mode == "train" and cfg.datasets.val is not None else None
