@@ -113,7 +113,7 @@ def _split_names(items: list[str]) -> dict[str, list[str]]:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from data_gen.synthetic_dataset import GenerationConfig, finalize, generate
+    from data_gen.step3_writer import GenerationConfig, finalize, generate
 
     out = Path(args.out)
     if args.merge:
