@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from utils.atomic import atomic_create_text, atomic_dir, atomic_files, atomic_path, atomic_write_text, fsync_tree
+from utils.atomic import (
+    atomic_create_text, atomic_dir, atomic_files, atomic_path, atomic_write_text, fsync_tree, recover_dir,
+)
 
 
 def test_success_renames_with_umask_permissions(tmp_path):
@@ -125,3 +127,36 @@ def test_fsync_tree_flushes_every_file_and_folder(tmp_path, monkeypatch):
     fsync_tree(tmp_path)
     assert sorted(flushed) == [".", "a", "a/b", "a/b/x", "y"] and flushed[-1] == "."
     assert flushed.index("a/b/x") < flushed.index("a/b") < flushed.index("a")
+
+
+def test_atomic_dir_fixed_temporary_and_recovery_after_a_crash_between_the_renames(tmp_path, monkeypatch):
+    import utils.atomic as atomic
+
+    final = tmp_path / "last"
+    (tmp_path / ".tmp-last").mkdir()
+    (tmp_path / ".tmp-last" / "stale").write_text("from a killed run")
+    with atomic_dir(final, tmp=tmp_path / ".tmp-last") as tmp:  # e.g. several processes write into it
+        assert tmp == tmp_path / ".tmp-last" and list(tmp.iterdir()) == []
+        (tmp / "v").write_text("1")
+    with pytest.raises(ValueError, match="must be in"):
+        with atomic_dir(final, tmp=tmp_path / "elsewhere" / ".tmp-last"):
+            pass
+    # killed after the old folder was moved aside, before the new one was renamed into place
+    real_replace = os.replace
+
+    def die_on_second(a, b):
+        if Path(b) == final:
+            raise KeyboardInterrupt
+        real_replace(a, b)
+
+    monkeypatch.setattr(atomic.os, "replace", die_on_second)
+    with pytest.raises(KeyboardInterrupt):
+        with atomic_dir(final) as tmp:
+            (tmp / "v").write_text("2")
+    monkeypatch.setattr(atomic.os, "replace", real_replace)
+    assert not final.exists() and len(list(tmp_path.glob(".old-last-*"))) == 1
+    (tmp_path / ".tmp-last-abc").mkdir()  # an unfinished temporary of another killed run
+    recover_dir(final)
+    assert (final / "v").read_text() == "1" and [p.name for p in tmp_path.iterdir()] == ["last"]
+    recover_dir(final)  # nothing to do
+    assert (final / "v").read_text() == "1"

@@ -9,7 +9,7 @@ itself survives a power loss. On an exception the temporary is removed and the t
 * ``atomic_create_text(path, text)``: a file created only if absent (exclusive, for concurrent
   writers that must agree on one version);
 * ``atomic_dir(final)``: a whole folder (yields a temporary sibling folder; an existing ``final``
-  is replaced);
+  is replaced); ``recover_dir(final)`` cleans up after one killed midway;
 * ``atomic_files(folder)``: files added to an existing folder that holds other things (each
   file atomic, in a chosen order; the set is not);
 * ``fsync_file``/``fsync_dir``/``fsync_tree``: the flushes.
@@ -23,6 +23,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from glob import escape as glob_escape
 from pathlib import Path
 
 
@@ -129,21 +130,31 @@ def _umask_dir_permissions(path: str | os.PathLike) -> None:
 
 
 @contextmanager
-def atomic_dir(final: str | os.PathLike) -> Iterator[Path]:
+def atomic_dir(final: str | os.PathLike, tmp: str | os.PathLike | None = None) -> Iterator[Path]:
     """Yield an empty temporary folder beside ``final`` (``.tmp-{name}-XXXX``); when the block
     succeeds it is flushed (``fsync_tree``) and renamed to ``final``, replacing an existing folder
     of that name (moved aside to ``.old-{name}-XXXX`` first, removed after); on an exception it is
     removed and ``final`` is untouched.
 
+    ``tmp``: a fixed temporary folder instead (a stale one is removed first), for writers in
+    several processes that must agree on the name; it must sit in ``final``'s folder.
+
     Readers see the old folder or the new one, never a mix; between the two renames ``final`` is
-    briefly absent (POSIX cannot swap two folders atomically) and a crash there leaves the old
-    folder in ``.old-{name}-*``.
+    briefly absent (POSIX cannot swap two folders atomically): after a crash there,
+    ``recover_dir(final)`` puts the old folder back.
     """
     final = Path(final)
     if final.exists() and not final.is_dir():
         raise NotADirectoryError(f"{final} exists and is not a folder")
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}-", dir=final.parent))
+    if tmp is None:
+        tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}-", dir=final.parent))
+    else:
+        tmp = Path(tmp)
+        if tmp.parent.resolve() != final.parent.resolve():
+            raise ValueError(f"atomic_dir: the temporary folder {tmp} must be in {final.parent}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
     try:
         yield tmp
         _umask_dir_permissions(tmp)
@@ -159,6 +170,22 @@ def atomic_dir(final: str | os.PathLike) -> Iterator[Path]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def recover_dir(final: str | os.PathLike) -> None:
+    """Clean up after an ``atomic_dir(final)`` killed midway: remove its unfinished temporary
+    folders and, if ``final`` is missing while the old version was moved aside, move it back."""
+    final = Path(final)
+    if not final.parent.is_dir():
+        return
+    for stale in final.parent.glob(f".tmp-{glob_escape(final.name)}-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    olds = sorted(final.parent.glob(f".old-{glob_escape(final.name)}-*"), key=lambda p: p.stat().st_mtime_ns)
+    if olds and not final.exists():
+        os.replace(olds.pop(), final)  # the newest one held the last complete version
+        fsync_dir(final.parent)
+    for old in olds:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 @contextmanager
