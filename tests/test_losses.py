@@ -216,3 +216,14 @@ def test_gan_loss_gradients_and_hinge_generator_misuse():
     assert build_loss({"type": "GAN"}).gan_type == "vanilla"
     with pytest.raises(ValueError, match="target_is_real=True only"):
         build_loss({"type": "GAN", "gan_type": "hinge"})(x, False)
+
+
+def test_losses_take_their_weights_and_keywords_from_the_config(tmp_path):
+    from tests.test_config import MINIMAL, load_text
+
+    cfg = load_text(tmp_path, MINIMAL + "train: {max_steps: 10, losses: [{type: L1, weight: 0.5}, "
+                                        "{type: LPIPS, weight: 0.1, net: vgg}]}\n", ["train.losses.1.weight=0.2"])
+    losses = [build_loss(o) for o in cfg.train.losses]
+    assert [loss.weight for loss in losses] == [0.5, 0.2] and losses[1].network == "vgg"
+    with pytest.raises(ConfigError, match=r"unknown key train.losses\[0\].nett for loss LPIPS; did you mean train.losses\[0\].net\?"):
+        load_text(tmp_path, MINIMAL + "train: {max_steps: 10, losses: [{type: LPIPS, nett: vgg}]}\n")
