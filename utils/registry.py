@@ -14,10 +14,10 @@ aliases) without importing them, so it is cheap and a broken optional dependency
 module never breaks another. A registry with a ``base`` keeps only the classes (and aliases of
 classes) that derive from it, transitively, also across files: base lists are followed through
 local classes, aliases and ``import``/``from ... import`` statements of project modules, still
-without importing anything (a class whose bases cannot be read that way is not registered). A module is imported only when one of its names is requested.
-Files are scanned in sorted order, so results never depend on the file system. A name
-defined in two files is an error naming both; an unknown name is an error listing the known
-names and the closest match.
+without importing anything (a class whose bases cannot be read that way is not registered).
+A module is imported only when one of its names is requested. Files are scanned in sorted
+order, so results never depend on the file system. A name defined in two files is an error
+naming both; an unknown name is an error listing the known names and the closest match.
 """
 from __future__ import annotations
 
