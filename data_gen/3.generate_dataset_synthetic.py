@@ -149,7 +149,7 @@ def _layered(args, out: Path) -> int:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from data_gen.synthetic_dataset import GenerationConfig, finalize, generate
+    from data_gen.step3_writer import GenerationConfig, finalize, generate
 
     out = Path(args.out)
     if args.scenes == "layered":
