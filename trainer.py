@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from utils.atomic import atomic_dir, recover_dir
 from utils.errors import ConfigError, DataError, RestorelabError, run_cli
 
 EXIT_REQUEUE = 75  # os.EX_TEMPFAIL: Slurm scripts requeue on it
@@ -194,40 +195,6 @@ def list_checkpoints(folder: Path) -> list[tuple[int, Path]]:
         if match and child.is_dir() and (child / STATE_FILE).is_file():
             found.append((int(match.group(1)), child))
     return sorted(found)
-
-
-def fsync_tree(folder: Path) -> None:
-    """Flush every file under ``folder`` and the folders themselves to disk, so a folder renamed
-    into place afterwards never shows empty or truncated files after a node crash."""
-    for path in sorted(folder.rglob("*"), reverse=True) + [folder]:
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def fsync_dir(folder: Path) -> None:
-    """Make a rename inside ``folder`` durable."""
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _replace_dir(tmp: Path, final: Path) -> None:
-    """Move a finished temporary folder into place (replacing an existing one)."""
-    fsync_tree(tmp)
-    old = final.with_name(f".old-{final.name}")
-    if old.exists():
-        shutil.rmtree(old)
-    if final.exists():
-        os.replace(final, old)
-    os.replace(tmp, final)
-    fsync_dir(final.parent)
-    if old.exists():
-        shutil.rmtree(old)
 
 
 def config_changes(saved: Path, cfg) -> list[str]:
@@ -471,8 +438,7 @@ class Trainer:
                 if child.name.startswith(".tmp-"):
                     shutil.rmtree(child, ignore_errors=True)
         for name in ("best", "last"):
-            for stale in (self.run_dir / f".tmp-{name}", self.run_dir / f".old-{name}"):
-                shutil.rmtree(stale, ignore_errors=True)
+            recover_dir(self.run_dir / name)
 
     def _load_test_weights(self, weights: str | None) -> None:
         candidates = [Path(weights)] if weights else []
@@ -497,38 +463,44 @@ class Trainer:
     def save_checkpoint(self) -> Path:
         """Accelerate state + trainer state + EMA into ``checkpoint-{step}``, written under a
         temporary name and renamed when complete; then keep only the newest N."""
+        from contextlib import nullcontext
+
         acc = self.accelerator
         final = self.ckpt_dir / f"checkpoint-{self.step}"
         tmp = self.ckpt_dir / f".tmp-checkpoint-{self.step}"
         if self.is_main:
             self.ckpt_dir.mkdir(parents=True, exist_ok=True)
-            shutil.rmtree(tmp, ignore_errors=True)
-        acc.wait_for_everyone()
-        acc.save_state(str(tmp))  # every process writes its own RNG state
-        acc.wait_for_everyone()   # ... before the folder is completed and renamed
+        # The main process owns the temporary folder (utils.atomic.atomic_dir: renamed into place,
+        # replacing a checkpoint of the same step, only when the block completes); every process
+        # writes its own RNG state into it.
+        with (atomic_dir(final, tmp=tmp) if self.is_main else nullcontext(tmp)) as folder:
+            acc.wait_for_everyone()        # the folder exists
+            acc.save_state(str(folder))
+            acc.wait_for_everyone()        # ... every process has written before it is completed
+            if self.is_main:
+                self._write_checkpoint_extras(folder)
         if self.is_main:
-            if self.emas:
-                from safetensors.torch import save_file
-
-                tensors = {f"{n}.{k}": v.detach().cpu().contiguous() for n, e in self.emas.items() for k, v in e.shadow.items()}
-                meta = {n: json.dumps({"decay": e.decay, "num_updates": e.num_updates, "start_step": e.start_step})
-                        for n, e in self.emas.items()}
-                save_file(tensors, str(tmp / EMA_FILE), metadata=meta)
-            (tmp / MODEL_STATE_FILE).write_text(json.dumps(self.model.state_dict(), indent=2) + "\n")
-            state = {"step": self.step, "best": self.best, "num_processes": acc.num_processes,
-                     "batch_size": self.cfg.train.batch_size, "grad_accum": self.cfg.train.grad_accum,
-                     "bad_samples": self.bad_samples}
-            (tmp / STATE_FILE).write_text(json.dumps(state, indent=2) + "\n")  # last: marks it complete
-            fsync_tree(tmp)
-            if final.exists():  # e.g. preempted right after the scheduled checkpoint of this step
-                shutil.rmtree(final)
-            os.replace(tmp, final)
-            fsync_dir(self.ckpt_dir)
             for _, old in list_checkpoints(self.ckpt_dir)[: -self.cfg.train.keep_checkpoints]:
                 shutil.rmtree(old, ignore_errors=True)
         acc.wait_for_everyone()
         self.log.info(f"step {self.step}: saved checkpoint {final}")
         return final
+
+    def _write_checkpoint_extras(self, tmp: Path) -> None:
+        """EMA, the model's own state and, last (it marks the checkpoint complete), the trainer state."""
+        acc = self.accelerator
+        if self.emas:
+            from safetensors.torch import save_file
+
+            tensors = {f"{n}.{k}": v.detach().cpu().contiguous() for n, e in self.emas.items() for k, v in e.shadow.items()}
+            meta = {n: json.dumps({"decay": e.decay, "num_updates": e.num_updates, "start_step": e.start_step})
+                    for n, e in self.emas.items()}
+            save_file(tensors, str(tmp / EMA_FILE), metadata=meta)
+        (tmp / MODEL_STATE_FILE).write_text(json.dumps(self.model.state_dict(), indent=2) + "\n")
+        state = {"step": self.step, "best": self.best, "num_processes": acc.num_processes,
+                 "batch_size": self.cfg.train.batch_size, "grad_accum": self.cfg.train.grad_accum,
+                 "bad_samples": self.bad_samples}
+        (tmp / STATE_FILE).write_text(json.dumps(state, indent=2) + "\n")  # last: marks it complete
 
     def _load_checkpoint(self, path: Path) -> None:
         acc = self.accelerator
@@ -568,18 +540,15 @@ class Trainer:
         when EMA is on), written to a temporary folder and swapped in."""
         acc = self.accelerator
         final = self.run_dir / name
-        tmp = self.run_dir / f".tmp-{name}"
         acc.wait_for_everyone()
         with self._ema_weights():
             # Every process takes part (with sharded weights, FSDP, this gathers them); the main one writes.
             states = self.model.export_state_dicts()
             if self.is_main:
-                shutil.rmtree(tmp, ignore_errors=True)
-                self.model.save_pretrained(tmp, state_dicts=states)
-        if self.is_main:
-            if extra is not None:
-                (tmp / "restorelab.json").write_text(json.dumps(extra, indent=2) + "\n")
-            _replace_dir(tmp, final)
+                with atomic_dir(final) as tmp:
+                    self.model.save_pretrained(tmp, state_dicts=states)
+                    if extra is not None:
+                        (tmp / "restorelab.json").write_text(json.dumps(extra, indent=2) + "\n")
         acc.wait_for_everyone()
         return final
 
@@ -594,7 +563,7 @@ class Trainer:
 
     # -- evaluation -------------------------------------------------------------------------
     @torch.no_grad()
-    def evaluate(self, dataset, save_dir: Path | None = None, log_images: int = 0, desc: str = "val") -> "Evaluation":
+    def evaluate(self, dataset, save_dir: Path | None = None, log_images: int = 0, desc: str = "val"):
         """Score every sample of ``dataset`` with the (EMA) networks: ``utils.evaluation.Evaluator``
         (sharded over processes, 8-bit outputs, the numbers of calculate_metrics.py on the PNGs)."""
         from utils.evaluation import Evaluator, SharedEvaluationError
