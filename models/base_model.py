@@ -229,9 +229,11 @@ class BaseModel:
         return tuple(getattr(self.network(name), "input_keys", ("lq",)))
 
     def batch_keys(self) -> tuple[str, ...]:
-        """Every batch entry the model reads (network inputs of all networks + ``gt``)."""
+        """Every batch entry the model reads from the data: ``gt`` + the inputs of the exported
+        networks (a critic's inputs are made by the model; override when another network reads
+        the batch directly)."""
         keys = ["gt"]
-        for name in self.networks:
+        for name in self.export_networks:
             keys += [k for k in self.input_keys(name) if k not in keys]
         return tuple(keys)
 
