@@ -106,13 +106,13 @@ def test_conditioning_maps_are_tiled_and_others_passed_through():
     coef = rand(3, 1, 4, 40, 50, seed=2)  # per-pixel basis coefficients, no batch axis
     basis = rand(3, 1, 4, 5, 5, seed=3)
 
-    def fn(t, mask, coef, basis, scale):
-        assert basis is globals_basis[0] and scale == 2.0
+    def fn(t, mask, coef, basis, gain):
+        assert basis is globals_basis[0] and gain == 2.0
         assert mask.shape[-2:] == t.shape[-2:] == coef.shape[-2:]
-        return t * mask * scale + coef.sum(dim=(0, 1, 2))
+        return t * mask * gain + coef.sum(dim=(0, 1, 2))
 
     globals_basis = [basis]
-    y = tiled_forward(fn, x, 16, 4, mask=mask, coef=coef, basis=basis, scale=2.0)
+    y = tiled_forward(fn, x, 16, 4, mask=mask, coef=coef, basis=basis, gain=2.0)  # (``scale`` is tiled_forward's own)
     torch.testing.assert_close(y, x * mask * 2.0 + coef.sum(dim=(0, 1, 2)))
     # tiled_keys overrides the detection: a map not tiled reaches fn whole.
     seen = []
