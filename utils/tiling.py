@@ -165,6 +165,7 @@ def _detect_tiled_keys(conditioning: dict, hw: tuple[int, int], tiled_keys) -> l
 def tiled_forward(
     fn: Callable[..., torch.Tensor],
     x: torch.Tensor,
+    /,
     patch_size: int | tuple[int, int],
     overlap: int | tuple[int, int],
     *,
@@ -218,6 +219,7 @@ def _latent_geometry(x: torch.Tensor, patch_size, overlap, blend, factor: int, n
 def tiled_encode(
     encode_fn: Callable[..., torch.Tensor],
     x: torch.Tensor,
+    /,
     patch_size: int | tuple[int, int],
     overlap: int | tuple[int, int],
     factor: int,
@@ -240,6 +242,7 @@ def tiled_encode(
 def tiled_decode(
     decode_fn: Callable[..., torch.Tensor],
     z: torch.Tensor,
+    /,
     patch_size: int | tuple[int, int],
     overlap: int | tuple[int, int],
     factor: int,
@@ -255,6 +258,7 @@ def tiled_decode(
 def tiled_clip_forward(
     fn: Callable[..., torch.Tensor],
     x: torch.Tensor,
+    /,
     window: int | None,
     overlap: int,
     *,
@@ -345,8 +349,8 @@ def tiled_predict(
     x = inputs[main]
     cond = {k: v for k, v in inputs.items() if k != main}
 
-    def call(t, **c):
-        return net(**{main: t}, **c)
+    def call(tile, /, **c):
+        return net(**{main: tile}, **c)
 
     kind = io.kind
     if kind in ("image", "denoiser"):

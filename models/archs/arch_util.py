@@ -35,6 +35,7 @@ from types import MappingProxyType
 import torch
 from transformers import PretrainedConfig, PreTrainedModel
 
+from models.archs import LEGACY_MODEL_TYPES  # noqa: F401 (re-exported)
 from utils.registry import keyword_names
 
 KINDS = ("image", "clip2clip", "clip2frame", "critic", "autoencoder", "denoiser")
@@ -121,13 +122,6 @@ class ArchIO:
 PSF_INPUTS = {"lq": "image", "basis_psfs": "kernel", "basis_coef": "map"}
 """Inputs of the networks conditioned on the sample's PSF basis (dataset/psf_keys.py)."""
 
-# Older ``model_type`` ids that saved ``config.json`` files may carry → the current id.
-LEGACY_MODEL_TYPES = {
-    "restorelab-wiener": "restorelab_wiener",
-    "restorelab-richardson-lucy": "restorelab_richardson_lucy",
-    "restorelab-fista-tv": "restorelab_fista_tv",
-    "restorelab-multiwienernet": "restorelab_multi_wiener_net",
-}
 
 
 class RestorationConfig(PretrainedConfig):
@@ -135,6 +129,14 @@ class RestorationConfig(PretrainedConfig):
     beyond the transformers ones), which is what config validation checks keys against."""
 
     model_type = "restorelab"
+
+    @classmethod
+    def get_config_dict(cls, *args, **kwargs):
+        """As transformers', with a legacy ``model_type`` id (LEGACY_MODEL_TYPES) read as the current one."""
+        config_dict, kwargs = super().get_config_dict(*args, **kwargs)
+        if config_dict.get("model_type") in LEGACY_MODEL_TYPES:
+            config_dict["model_type"] = LEGACY_MODEL_TYPES[config_dict["model_type"]]
+        return config_dict, kwargs
 
     @classmethod
     def tiny(cls) -> "RestorationConfig":
@@ -147,6 +149,14 @@ class RestorationConfig(PretrainedConfig):
         return keyword_names(cls.__init__)
 
 
+def register_auto(config_cls: type[PretrainedConfig], arch_cls: type[PreTrainedModel]) -> None:
+    """Register a network with ``AutoConfig``/``AutoModel`` (idempotent; replaces a lazy stand-in)."""
+    from transformers import AutoConfig, AutoModel
+
+    AutoConfig.register(config_cls.model_type, config_cls, exist_ok=True)
+    AutoModel.register(config_cls, arch_cls, exist_ok=True)
+
+
 class RestorationModel(PreTrainedModel):
     """Base network: an image-to-image ``PreTrainedModel`` (override ``io`` for other kinds)."""
 
@@ -156,12 +166,13 @@ class RestorationModel(PreTrainedModel):
     input_keys: tuple[str, ...] = ("lq",)
     supports_gradient_checkpointing = False
 
-    def __init__(self, config, *args, **kwargs):
-        # A config read from a folder saved under a legacy id is an alias subclass
-        # (register_auto_classes): keep the canonical class so a re-save writes the current id.
-        if type(config) is not self.config_class and getattr(type(config), "_legacy_alias_of", None) is self.config_class:
-            config = self.config_class(**{k: v for k, v in config.to_dict().items() if k != "model_type"})
-        super().__init__(config, *args, **kwargs)
+    def __init_subclass__(cls, **kwargs):
+        # Every concrete network registers with transformers' Auto classes when its module is
+        # imported, so ``AutoModel.from_pretrained(folder)`` finds it (models/archs/__init__.py
+        # registers lazy stand-ins before any arch module is imported).
+        super().__init_subclass__(**kwargs)
+        if "config_class" in cls.__dict__ and cls.config_class is not RestorationConfig:
+            register_auto(cls.config_class, cls)
 
     @property
     def io(self) -> ArchIO:
