@@ -288,9 +288,11 @@ def tiled_clip_forward(
     if x.dim() != 5:
         raise ValueError(f"tiled_clip_forward expects a B×T×C×H×W clip, got shape {tuple(x.shape)}")
     T = x.shape[1]
-    window = T if window is None else min(int(window), T)
+    window = T if window is None else int(window)
     blend_t = overlap // 2 if blend is None else int(blend)
-    _check(window, overlap, blend_t, "time")
+    if window < T:  # (a clip shorter than a window is processed whole: no overlap to check)
+        _check(window, overlap, blend_t, "time")
+    window = min(window, T)
     timed = [k for k, v in conditioning.items()
              if isinstance(v, torch.Tensor) and v.dim() >= 4 and v.shape[1] == T and tuple(v.shape[-2:]) == tuple(x.shape[-2:])]
     starts = tile_starts(T, window, overlap)
