@@ -176,13 +176,30 @@ def list_inputs(path: Path) -> list[tuple[Path, Path]]:
         files = list_images(path)
         if not files:
             raise DataError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) under {path}")
-        return [(f, f.relative_to(path).with_suffix(".png")) for f in files]
+        jobs = [(f, f.relative_to(path).with_suffix(".png")) for f in files]
+        seen: dict[Path, Path] = {}
+        for f, rel in jobs:
+            if rel in seen:
+                raise DataError(f"{seen[rel]} and {f} would both be written to {rel}; rename one")
+            seen[rel] = f
+        return jobs
     raise DataError(f"input not found: {path}")
 
 
 def peak_rss_mb() -> float:
-    """Peak resident memory of this process (resource.getrusage; kB on Linux)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """Peak resident memory of this process in MB.
+
+    Linux: ``VmHWM`` of /proc/self/status, the high-water mark of this program's own memory.
+    ``resource.getrusage(RUSAGE_SELF).ru_maxrss`` is the fallback elsewhere, but on Linux it also
+    carries the peak of the parent process that forked this one (kept across exec), so a script
+    started from a big process would report the parent's peak."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (1024 if sys.platform != "darwin" else 1024 ** 2)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -200,6 +217,8 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available()
                           else "cpu" if args.device == "auto" else args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"--device {args.device}: no CUDA device is available")
     jobs = list_inputs(Path(args.input))
     folder = resolve_model(args.model, args.revision)
     net = load_network(folder, device)

@@ -140,6 +140,10 @@ def test_bad_model_and_arguments_are_one_line(tmp_path, photos):
         assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in proc.stderr
     assert "not in the Hugging Face cache" in lines[0]
     assert not (tmp_path / "o").exists()
+    write_png(photos / "a.jpg", 8, 8, 5)  # a.jpg and a.png would both become a.png
+    script = load_script()
+    with pytest.raises(Exception, match="would both be written to a.png"):
+        script.main(["--model", str(tmp_path / "nothing"), "--input", str(photos), "--output", str(tmp_path / "o")])
 
 
 def populate_hub_cache(cache: Path, repo_id: str, folder: Path, revision: str = "0123456789abcdef0123456789abcdef01234567"):
@@ -204,17 +208,6 @@ def test_big_image_folder_tiled_equals_whole_and_saves_memory(tmp_path):
     photos = tmp_path / "photos"
     for name, (h, w) in {"big.png": (2000, 3000), "mid.png": (700, 523), "small.png": (97, 130)}.items():
         write_png(photos / name, h, w, h)
-    script = load_script()
-    auto = AutoModel.from_pretrained(tmp_path / "model").eval()
-    tiling = script.tile_settings(auto.io, 512, None, None)
-    assert tiling == (512, 10, 0)
-    for name in ("big.png", "mid.png", "small.png"):
-        lq = image_to_tensor(read_image(photos / name))[None]
-        diff = (script.restore_tensor(auto, lq, tiling=tiling) - script.restore_tensor(net, lq)).abs().max().item()
-        print(f"{name} {tuple(lq.shape[-2:])}: max |tiled - whole| = {diff:.2e}")
-        assert diff <= 1e-5
-        del lq
-
     cache = tmp_path / "hf-cache"
     populate_hub_cache(cache, "someone/dncnn-big", tmp_path / "model")
     rss = {}
@@ -229,5 +222,15 @@ def test_big_image_folder_tiled_equals_whole_and_saves_memory(tmp_path):
         b = image_to_tensor(read_image(tmp_path / "whole" / name))
         assert (a - b).abs().max() <= 1 / 255 + 1e-6 and (a != b).float().mean() < 1e-4
     print(f"peak RSS: tiled {rss['tiled']:.0f} MB, whole {rss['whole']:.0f} MB")
+    script = load_script()
+    auto = AutoModel.from_pretrained(tmp_path / "model").eval()
+    tiling = script.tile_settings(auto.io, 512, None, None)
+    assert tiling == (512, 10, 0)
+    for name in ("big.png", "mid.png", "small.png"):
+        lq = image_to_tensor(read_image(photos / name))[None]
+        diff = (script.restore_tensor(auto, lq, tiling=tiling) - script.restore_tensor(net, lq)).abs().max().item()
+        print(f"{name} {tuple(lq.shape[-2:])}: max |tiled - whole| = {diff:.2e}")
+        assert diff <= 1e-5
+        del lq
     assert rss["tiled"] < rss["whole"]
     (tmp_path / "rss.json").write_text(json.dumps(rss))
