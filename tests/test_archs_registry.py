@@ -272,30 +272,37 @@ def test_folder_saved_with_a_legacy_id_still_loads(old_id, tmp_path):
     assert json.loads((resaved / "config.json").read_text())["model_type"] == LEGACY_MODEL_TYPES[old_id]
 
 
-def test_auto_classes_need_no_arch_import():
-    """``import models.archs`` alone lets AutoModel load a saved folder (lazy stand-ins), in a fresh process."""
+def test_auto_classes_need_no_arch_import(tmp_path):
+    """``import models.archs`` alone lets AutoModel load a saved folder (lazy stand-ins): a fresh
+    process that has imported no arch module loads a DnCNN folder as the real DnCNN_arch."""
     import subprocess
     import sys
     from pathlib import Path
 
     root = Path(__file__).resolve().parent.parent
-    code = (
-        "import sys, torch\n"
-        "import models.archs\n"
-        "assert not [m for m in sys.modules if m.startswith('models.archs.')], 'an arch module was imported'\n"
-        "from transformers import AutoModel\n"
-        "net = models.archs.define_network({'type': 'DnCNN', 'width': 4, 'depth': 3})\n"
-        "net.save_pretrained(sys.argv[1])\n"
-        "import subprocess\n"
-    )
-    # Save in one process, load in another that has imported only the package.
-    import tempfile
+    define_network({"type": "DnCNN", "width": 4, "depth": 3}).save_pretrained(tmp_path)
+    code = ("import sys\nimport models.archs\n"
+            "assert not [m for m in sys.modules if m.startswith('models.archs.')], 'an arch module was imported'\n"
+            "from transformers import AutoModel\n"
+            "m = AutoModel.from_pretrained(sys.argv[1])\nprint(type(m).__name__, m.io.receptive_radius)\n"
+            "print(sorted(m for m in sys.modules if m.startswith('models.archs.')))\n")
+    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path)], cwd=root, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    first, second = proc.stdout.strip().splitlines()
+    assert first.split() == ["DnCNN_arch", "3"]
+    assert second == "['models.archs.arch_util', 'models.archs.dncnn_arch']"  # only the one network
 
-    with tempfile.TemporaryDirectory() as folder:
-        saved = subprocess.run([sys.executable, "-c", code, folder], cwd=root, capture_output=True, text=True)
-        assert saved.returncode == 0, saved.stderr
-        load = ("import sys\nimport models.archs\nfrom transformers import AutoModel\n"
-                "m = AutoModel.from_pretrained(sys.argv[1])\nprint(type(m).__name__, m.io.receptive_radius)\n")
-        loaded = subprocess.run([sys.executable, "-c", load, folder], cwd=root, capture_output=True, text=True)
-        assert loaded.returncode == 0, loaded.stderr
-        assert loaded.stdout.split() == ["DnCNN_arch", "3"]
+
+def test_register_auto_classes_registers_every_network():
+    from transformers import AutoConfig, AutoModel
+
+    from models.archs import register_auto_classes
+
+    status = register_auto_classes()
+    assert set(status) == set(NAMES) and set(status.values()) == {"ok"}
+    for name in NAMES:
+        config_cls, arch_cls = get_network_classes(name)
+        options = {k: v for k, v in config_cls.tiny().to_diff_dict().items() if k in config_cls.option_names()}
+        config = AutoConfig.for_model(config_cls.model_type, **options)
+        assert type(config) is config_cls
+        assert type(AutoModel.from_config(config)) is arch_cls
