@@ -44,6 +44,21 @@ def test_model_card(tmp_path):
 
 
 def test_model_card_minimal(tmp_path):
-    define_network({"type": "DnCNN", "width": 4, "depth": 3}).save_pretrained(tmp_path)
+    net = define_network({"type": "DnCNN", "width": 4, "depth": 3})
+    net.save_pretrained(tmp_path)
     text = write_model_card(tmp_path, {}).read_text()
     assert "`DnCNN`" in text and "Not validated." in text and "Not recorded." in text
+    stored = sum(t.numel() for t in net.state_dict().values())  # + BatchNorm running statistics
+    assert stored > sum(p.numel() for p in net.parameters())
+    assert f"Stored weights (parameters + buffers): {stored:,}" in text
+
+
+def test_model_card_of_a_several_network_export(tmp_path):
+    """best/ with net/ and another exported network: parameters of both, network read from net/."""
+    a = define_network({"type": "DnCNN", "width": 4, "depth": 3})
+    b = define_network({"type": "ToyCritic", "width": 4})
+    a.save_pretrained(tmp_path / "net")
+    b.save_pretrained(tmp_path / "discriminator")
+    total = sum(t.numel() for t in a.state_dict().values()) + sum(t.numel() for t in b.state_dict().values())
+    text = write_model_card(tmp_path, {}).read_text()
+    assert f"Stored weights (parameters + buffers): {total:,}" in text and "`DnCNN`" in text

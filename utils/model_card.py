@@ -5,8 +5,9 @@ Hub page says the same.
 ``write_model_card(folder, info)``; ``info`` keys (all optional except ``network``):
 
 * ``name``: experiment name (the title).
-* ``network``: network type (``NAFNet``); ``kind``, ``scale``, ``inputs``: from the network's
-  ``ArchIO`` (``model_card_info(net)`` fills them, with the parameter count).
+* ``network``: network type (``NAFNet``); ``kind``, ``scale``, ``inputs``, ``receptive_radius``:
+  from the network's ``ArchIO``; ``params``: learnable parameters (``model_card_info(net)``
+  fills all of them).
 * ``task``: the model class / what it was trained for (``PairedRestoration_model``, "deblurring").
 * ``data``: a string or ``{split: description}``.
 * ``metrics``: ``{metric: value}`` on the validation set; ``metric_convention``: how they were
@@ -14,7 +15,8 @@ Hub page says the same.
 * ``step``: training step of these weights; ``repo_id``: the Hub id, for the loading example.
 * ``tags``: extra Hub tags; ``license``.
 
-The parameter count is read from the folder's ``model.safetensors`` (what is actually saved).
+The number of stored values is also read from the folder's safetensors files (what was saved,
+parameters + buffers), and printed when it differs from ``params``.
 """
 from __future__ import annotations
 
@@ -38,10 +40,11 @@ KIND_WORDS = {
 
 
 def count_saved_parameters(folder: str | Path) -> int | None:
-    """Number of values stored in ``folder``'s safetensors file(s) (None if there is none)."""
+    """Number of values stored in ``folder``'s safetensors file(s), including those of the
+    per-network subfolders of a several-network export (None if there is none)."""
     from safetensors import safe_open
 
-    files = sorted(Path(folder).glob("*.safetensors"))
+    files = sorted(Path(folder).rglob("*.safetensors"))
     if not files:
         return None
     total = 0
@@ -60,15 +63,16 @@ def model_card_info(net) -> dict:
     io = net.io
     name = type(net).__name__.removesuffix("_arch")
     return {"network": name, "kind": io.kind, "scale": io.scale, "inputs": dict(io.inputs),
-            "receptive_radius": io.receptive_radius}
+            "receptive_radius": io.receptive_radius, "params": sum(p.numel() for p in net.parameters())}
 
 
 def _fmt(value) -> str:
     return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
-def render_model_card(info: dict, params: int | None = None) -> str:
-    """The card's text (YAML front matter + Markdown sections)."""
+def render_model_card(info: dict, stored: int | None = None) -> str:
+    """The card's text (YAML front matter + Markdown sections); ``stored``: values in the saved
+    weight files (parameters + buffers such as BatchNorm statistics)."""
     kind = info.get("kind", "image")
     network = info.get("network", "?")
     tags = ["restorelab", "image-restoration", "transformers", kind] + list(info.get("tags", []))
@@ -93,8 +97,11 @@ def render_model_card(info: dict, params: int | None = None) -> str:
     if info.get("inputs"):
         lines.append("- Inputs: " + ", ".join(f"`{k}` ({v})" for k, v in info["inputs"].items()))
     lines += ["", "## Network", "", f"- Type: `{network}` (restorelab `models/archs`)"]
+    params = info.get("params")
     if params is not None:
         lines.append(f"- Parameters: {params:,} ({params / 1e6:.2f} M)")
+    if stored is not None and stored != params:
+        lines.append(f"- Stored weights (parameters + buffers): {stored:,}")
     if info.get("receptive_radius") is not None:
         lines.append(f"- Receptive radius: {info['receptive_radius']} px (tiled inference with overlap ≥ "
                      f"{2 * info['receptive_radius']} is exact)")
@@ -129,7 +136,7 @@ def write_model_card(folder: str | Path, info: dict) -> Path:
     folder = Path(folder)
     info = dict(info)
     if "network" not in info:
-        config = folder / "config.json"
+        config = folder / "config.json" if (folder / "config.json").is_file() else folder / "net" / "config.json"
         if config.is_file():  # fall back to the saved architecture name
             arch = (json.loads(config.read_text()).get("architectures") or ["?"])[0]
             info["network"] = arch.removesuffix("_arch")
