@@ -68,7 +68,11 @@ def resolve_model(model: str, revision: str | None = None) -> Path:
         folder = path
     elif HUB_ID.match(model):
         from huggingface_hub import snapshot_download
-        from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
+        from huggingface_hub.errors import (
+            HfHubHTTPError,
+            LocalEntryNotFoundError,
+            RepositoryNotFoundError,
+        )
 
         try:  # honours HF_HUB_OFFLINE / HF_HUB_CACHE / HF_HOME
             folder = Path(snapshot_download(model, revision=revision))
@@ -92,8 +96,9 @@ def load_network(folder: Path, device):
     """``AutoModel.from_pretrained(folder)`` after the lab registered its networks."""
     import json
 
-    import models.archs  # noqa: F401 (registers the lab's networks with transformers' Auto classes)
     from transformers import AutoModel
+
+    import models.archs  # noqa: F401 (registers the lab's networks with transformers' Auto classes)
 
     model_type = json.loads((folder / "config.json").read_text()).get("model_type")
     try:

@@ -170,8 +170,9 @@ def test_hub_id_from_the_offline_cache(tmp_path, photos):
 
 
 def test_psf_network_needs_and_uses_psf_data_path(tmp_path):
-    from psf.field import save_psf_field
     from test_datasets_psf import SENSOR, pixel_psfs, random_field, scatter
+
+    from psf.field import save_psf_field
 
     field = random_field(grid=(3, 3), k=7, seed=0)
     save_psf_field(field, tmp_path / "lens")

@@ -209,7 +209,7 @@ def _latent_geometry(x: torch.Tensor, patch_size, overlap, blend, factor: int, n
         raise ValueError(f"{name}: the input ({H}x{W}) must be a multiple of the downsampling factor {factor}")
     cells = [tuple(-(-v // factor) for v in _pair(patch_size, "patch_size"))]
     cells.append(tuple(-(-v // factor) for v in _pair(overlap, "overlap")))
-    cells.append(tuple((o // 2 for o in cells[1])) if blend is None else tuple(-(-v // factor) for v in _pair(blend, "blend")))
+    cells.append(tuple(o // 2 for o in cells[1]) if blend is None else tuple(-(-v // factor) for v in _pair(blend, "blend")))
     (ph, pw), (oh, ow), (bh, bw) = cells
     _check(ph, oh, bh, "height (latent cells)")
     _check(pw, ow, bw, "width (latent cells)")

@@ -60,7 +60,7 @@ class ToySR_config(RestorationConfig):
         super().__init__(**kwargs)
 
     @classmethod
-    def tiny(cls) -> "ToySR_config":
+    def tiny(cls) -> ToySR_config:
         return cls(width=8)
 
 
@@ -107,7 +107,7 @@ class ToyClipFrame_config(RestorationConfig):
         super().__init__(**kwargs)
 
     @classmethod
-    def tiny(cls) -> "ToyClipFrame_config":
+    def tiny(cls) -> ToyClipFrame_config:
         return cls(width=8)
 
 
@@ -152,7 +152,7 @@ class ToyClipClip_config(RestorationConfig):
         super().__init__(**kwargs)
 
     @classmethod
-    def tiny(cls) -> "ToyClipClip_config":
+    def tiny(cls) -> ToyClipClip_config:
         return cls(width=8)
 
 
@@ -203,7 +203,7 @@ class ToyCritic_config(RestorationConfig):
         super().__init__(**kwargs)
 
     @classmethod
-    def tiny(cls) -> "ToyCritic_config":
+    def tiny(cls) -> ToyCritic_config:
         return cls(width=8)
 
 
@@ -286,7 +286,7 @@ class ToyAutoencoder_config(RestorationConfig):
         super().__init__(**kwargs)
 
     @classmethod
-    def tiny(cls) -> "ToyAutoencoder_config":
+    def tiny(cls) -> ToyAutoencoder_config:
         return cls(width=8)
 
 
@@ -355,7 +355,7 @@ class ToyDenoiser_config(RestorationConfig):
         super().__init__(**kwargs)
 
     @classmethod
-    def tiny(cls) -> "ToyDenoiser_config":
+    def tiny(cls) -> ToyDenoiser_config:
         return cls(width=8, time_dim=8)
 
 
