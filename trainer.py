@@ -334,6 +334,7 @@ class Trainer:
         self.step = 0
         self.best: dict = {"metric": cfg.val.best_metric, "value": None, "step": None}
         self.bad_samples: dict[str, int] = {}  # skip_bad_samples: error -> times a sample stood in
+        self.last_validation: tuple[int, dict] | None = None  # (step, means) of the latest validation (model cards)
         if self.resume_from is not None:
             self._load_checkpoint(self.resume_from)
 
@@ -549,8 +550,29 @@ class Trainer:
                     self.model.save_pretrained(tmp, state_dicts=states)
                     if extra is not None:
                         (tmp / "restorelab.json").write_text(json.dumps(extra, indent=2) + "\n")
+                    latest = self.last_validation  # metrics of exactly these weights, or none
+                    self._write_model_card(tmp, (extra or {}).get("mean") or
+                                           (latest[1] if latest and latest[0] == self.step else None))
         acc.wait_for_everyone()
         return final
+
+    def _write_model_card(self, folder: Path, metrics: dict | None) -> None:
+        """``README.md`` of best/ or last/ (utils.model_card): network, task, data, validation
+        metrics with their convention, how to load; uploaded with the weights by push_to_hub."""
+        from utils.model_card import model_card_info, write_model_card
+
+        cfg, v = self.cfg, self.cfg.val
+        datasets = {split: getattr(cfg.datasets, split)["type"] for split in ("train", "val")
+                    if getattr(cfg.datasets, split) is not None}
+        info = model_card_info(self.model.network(self.model.export_networks[0]))
+        info.update({"name": cfg.name, "task": cfg.model_type, "step": self.step,
+                     "data": ", ".join(f"{k}: {t}" for k, t in datasets.items()) or None,
+                     "metrics": metrics or {},
+                     "metric_convention": f"8-bit outputs, crop_border {v.crop_border}, "
+                                          f"{'Y (BT.601)' if v.test_y_channel else 'RGB'}, mean per {v.average}"
+                                          f"{' (EMA weights)' if self.emas else ''}",
+                     "repo_id": cfg.hub_model_id})
+        write_model_card(folder, info)
 
     def _ema_weights(self):
         """Context: exported networks hold their EMA weights (no-op without EMA)."""
@@ -599,6 +621,7 @@ class Trainer:
         folder = self.run_dir / "results" / "val" / f"step-{self.step}"
         result = self.evaluate(self.val_set, folder if v.save_images else None, v.log_images)
         mean = result.mean
+        self.last_validation = (self.step, mean)
         if self.is_main:
             Evaluator(v, self.accelerator).write(folder, result, {"split": "datasets.val", "step": self.step,
                                                                   "ema": bool(self.emas)})

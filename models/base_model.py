@@ -246,7 +246,7 @@ class BaseModel:
         return {k: batch[k] for k in keys}
 
     def run_network(self, name: str, batch: dict, tile: tuple[int, int] | None = None) -> torch.Tensor:
-        """``network(**inputs)``; with ``tile=(patch_size, overlap)`` through utils.tiling.
+        """``network(**inputs)``; with ``tile=(patch_size, overlap)`` through ``utils.tiling.tiled_predict``.
 
         Without gradients (validation, test) the bare network runs, not its distributed
         wrapper: processes score different numbers of images, and a wrapper that syncs
@@ -255,11 +255,10 @@ class BaseModel:
         net = self.networks[name] if torch.is_grad_enabled() else self.network(name)
         if tile is None:
             return net(**inputs)
-        from utils.tiling import tiled_forward
+        from utils.tiling import tiled_predict
 
-        lq = inputs.pop("lq")
-        patch_size, overlap = tile
-        return tiled_forward(lambda x, **cond: net(x, **cond), lq, patch_size, overlap, **inputs)
+        patch_size, overlap = tile  # tiles in space (and time, for clips), scaled for SR: the arch's io says how
+        return tiled_predict(net, inputs, self.network(name).io, patch_size, overlap)
 
     def backward(self, loss: torch.Tensor, name: str = "loss") -> None:
         """Backward through Accelerate (loss scaling, accumulation). A NaN/inf loss on any process
