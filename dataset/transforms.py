@@ -253,9 +253,10 @@ def downscale(x: torch.Tensor, scale: int, method: str = "bicubic") -> torch.Ten
     """``[..., C, H, W]`` -> ``[..., C, H/scale, W/scale]`` (H and W multiples of ``scale``).
 
     ``area``: the mean of each scale×scale block (a sensor integrating over bigger pixels).
-    ``bicubic``: antialiased bicubic (Keys a = -0.5, kernel widened by ``scale``), the kernel of
-    PIL's ``Image.resize(BICUBIC)`` and MATLAB's ``imresize``, the usual SR degradation; clamped
-    to [0, 1].
+    ``bicubic``: MATLAB's antialiased bicubic ``imresize`` (utils.imresize: Keys a = -0.5, kernel
+    widened by ``scale``, symmetric borders), the "BI" degradation of SR benchmarks; clamped to
+    [0, 1]. (PIL's ``BICUBIC`` resize has the same kernel but renormalises at the borders instead of
+    mirroring: equal in the interior, not at the edges.)
     """
     check_downscale(method)
     if scale == 1:
@@ -268,6 +269,7 @@ def downscale(x: torch.Tensor, scale: int, method: str = "bicubic") -> torch.Ten
     if method == "area":
         out = torch.nn.functional.avg_pool2d(flat, scale)
     else:
-        out = torch.nn.functional.interpolate(flat, size=(h // scale, w // scale), mode="bicubic",
-                                              align_corners=False, antialias=True).clamp(0, 1)
+        from utils.imresize import imresize
+
+        out = imresize(flat, 1 / scale).clamp(0, 1)
     return out.reshape(*lead, *out.shape[-3:]).contiguous()
