@@ -141,3 +141,17 @@ def test_low_light_scales_linear_light():
     img = _image(8, 8)
     dark = low_light(img, 0.1)
     assert torch.allclose(srgb_to_linear(dark), 0.1 * srgb_to_linear(img), atol=1e-9)
+
+
+def test_sensors_plug_into_simulate_capture():
+    """The renderer's capture model takes a sensor where it takes a noise model."""
+    from utils.sv_renderer import SVRenderer, elliptical_gaussian_field, simulate_capture
+
+    field = elliptical_gaussian_field(grid_shape=(3, 3), psf_size=9, sensor_res=(32, 32))
+    renderer = SVRenderer(field, (32, 32))
+    gt = _image(32, 32)[None].float()
+    for sensor in (QISSensor(photons_per_pixel=4.0, bits=3, frames=2), RawSensor.sample(gen(0))):
+        a = simulate_capture(gt, renderer, sensor, gen(9))
+        b = simulate_capture(gt, renderer, sensor, gen(9))
+        assert a.shape == gt.shape and torch.equal(a, b)
+        assert 0 <= a.min() and a.max() <= 1
