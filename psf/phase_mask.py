@@ -50,9 +50,12 @@ A user map (``phase_map``: ``.npy`` radians, or an 8/16-bit image scaled to [0, 
 the profile.
 
 Dispersion: the profile is designed at ``design_wavelength_nm``; channel wavelength ``lambda``
-sees ``phi`` unchanged (``none``: an idealised achromatic mask), ``wrap(phi) lambda_0 / lambda``
-(``diffractive``: a DOE / metasurface whose height profile is fixed, default), or
-``phi lambda_0 / lambda`` (``refractive``: fixed optical path, no material dispersion).
+sees ``phi lambda_0 / lambda`` (``refractive``, default: a fixed optical path without material
+dispersion, so a lens focuses every wavelength at the same distance and only the profile's
+monochromatic aberrations remain), ``wrap(phi) lambda_0 / lambda`` (``diffractive``: a DOE whose
+height profile is fixed; its focal length scales as ``lambda_0 / lambda`` -- strong axial colour --
+and light goes into other orders), or ``phi`` unchanged (``none``: a metasurface whose cells keep
+their phase at every wavelength; focal length also ``~ lambda_0 / lambda``, no other orders).
 """
 from __future__ import annotations
 
@@ -68,7 +71,7 @@ from psf.optics import next_fast_len
 from utils.errors import ConfigError
 
 PROFILES = ("hyperbolic", "quadratic", "cubic", "log_asphere", "axicon", "none")
-DISPERSIONS = ("diffractive", "refractive", "none")
+DISPERSIONS = ("refractive", "diffractive", "none")
 PROPAGATIONS = ("asm", "fresnel")
 
 
@@ -91,25 +94,25 @@ def transfer_function(n: int, dx: float, wavelength_um: float, z_um: float, meth
     if method not in PROPAGATIONS:
         raise ConfigError(f"propagation must be one of {PROPAGATIONS}, got {method!r}")
     f = torch.fft.fftfreq(n, d=dx, dtype=torch.float64, device=device)
-    fy, fx = torch.meshgrid(f + tilt[1], f + tilt[0], indexing="ij")
-    f2 = fx ** 2 + fy ** 2
-    if method == "asm":
-        arg = 1.0 / wavelength_um ** 2 - f2
-        root = torch.sqrt(arg.clamp(min=1e-30))
-        phase = 2.0 * math.pi * z_um * root
-        amplitude = (arg > 0).to(torch.float64)  # evanescent waves dropped
-        land_x, land_y = z_um * fx / root, z_um * fy / root  # where the plane wave (fx, fy) lands
-    else:
-        phase = 2.0 * math.pi * z_um / wavelength_um - math.pi * wavelength_um * z_um * f2
-        amplitude = torch.ones_like(phase)
-        land_x, land_y = wavelength_um * z_um * fx, wavelength_um * z_um * fy
-    # Band limit (Matsushima & Shimobaba, Opt. Express 17, 2009): drop the plane waves landing
-    # outside the output grid; their sampled transfer function would alias (wrap around).
+    fx, fy = (f + tilt[0])[None, :], (f + tilt[1])[:, None]  # broadcast rows = y, columns = x
     half = 0.5 * n * dx
-    amplitude = amplitude * ((land_x - shift[0]).abs() <= half) * ((land_y - shift[1]).abs() <= half)
-    gy, gx = torch.meshgrid(f, f, indexing="ij")
-    phase = phase + 2.0 * math.pi * (gx * shift[0] + gy * shift[1])
-    return torch.polar(amplitude.to(torch.float64), phase)
+    if method == "asm":
+        arg = (1.0 / wavelength_um ** 2 - fx ** 2) - fy ** 2
+        amplitude = arg > 0  # evanescent waves dropped
+        root = arg.clamp_(min=1e-30).sqrt_()
+        phase = root * (2.0 * math.pi * z_um)
+        # where the plane wave (fx, fy) lands: z f / sqrt(1/lambda^2 - f^2)
+        amplitude &= ((z_um * fx) / root - shift[0]).abs_() <= half
+        amplitude &= ((z_um * fy) / root - shift[1]).abs_() <= half
+    else:
+        phase = (2.0 * math.pi * z_um / wavelength_um - math.pi * wavelength_um * z_um * fx ** 2) \
+            - math.pi * wavelength_um * z_um * fy ** 2
+        amplitude = ((wavelength_um * z_um * fx - shift[0]).abs() <= half) & \
+            ((wavelength_um * z_um * fy - shift[1]).abs() <= half)
+    # Band limit (Matsushima & Shimobaba, Opt. Express 17, 2009): the plane waves landing outside
+    # the output grid are dropped; their sampled transfer function would alias (wrap around).
+    phase = phase + (2.0 * math.pi * shift[0]) * f[None, :] + (2.0 * math.pi * shift[1]) * f[:, None]
+    return torch.polar(amplitude.to(torch.float64).expand(n, n), phase.expand(n, n))
 
 
 def propagate(u: torch.Tensor, dx: float, wavelength_um: float, z_um: float, method: str = "asm",
@@ -152,10 +155,11 @@ def profile_phase(profile: str, x: torch.Tensor, y: torch.Tensor, wavelength_um:
         if depth_range_um is None:
             raise ConfigError("log_asphere needs depth_range_mm (near, far)")
         z1, z2 = depth_range_um
-        rho = torch.linspace(0.0, float(torch.sqrt(r2.max())) * 1.001 + 1e-9, 20001, dtype=torch.float64)
+        rho = torch.linspace(0.0, float(torch.sqrt(r2.max())) * 1.001 + 1e-9, 20001, dtype=torch.float64,
+                             device=r2.device)
         z = z1 + (z2 - z1) * (rho / radius_um) ** 2
         slope = rho / torch.sqrt(rho ** 2 + zs ** 2) + rho / torch.sqrt(rho ** 2 + z ** 2)
-        table = -k0 * torch.cat([torch.zeros(1, dtype=torch.float64),
+        table = -k0 * torch.cat([torch.zeros(1, dtype=torch.float64, device=r2.device),
                                  torch.cumulative_trapezoid(slope, rho)])
         return _interp1(torch.sqrt(r2), rho, table)
     if profile == "axicon":
@@ -207,7 +211,7 @@ def sample_map(arr: np.ndarray, x: torch.Tensor, y: torch.Tensor, radius_um: flo
     """Bilinear sample of a map spanning [-R, R]² (row 0 at y = -R) at (x, y); 0 outside."""
     import torch.nn.functional as F
 
-    src = torch.as_tensor(arr, dtype=torch.float64)[None, None]
+    src = torch.as_tensor(arr, dtype=torch.float64, device=x.device)[None, None]
     grid = torch.stack([x / radius_um, y / radius_um], dim=-1).reshape(1, 1, -1, 2).to(torch.float64)
     out = F.grid_sample(src, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     return out.reshape(x.shape)
@@ -224,13 +228,14 @@ class PhaseMaskPSF:
     focus_depth_mm: object distance the profile is designed to focus (None = infinity).
     object_depth_mm: depth of the simulated point sources (None = focus_depth_mm).
     design_wavelength_nm: wavelength the phase profile is designed at.
-    dispersion: diffractive (default) | refractive | none (how the phase scales with lambda).
+    dispersion: refractive (default) | diffractive | none (how the phase scales with lambda).
     cubic_waves: cubic term amplitude alpha in waves at the aperture edge (``cubic``).
     depth_range_mm: (near, far) depths of the ``log_asphere``.
     axicon_angle_deg: cone angle of the ``axicon`` (default atan(R / z_s)).
     phase_map / amplitude_map: user maps (array, .npy or image path) over the aperture square.
     propagation: asm (angular spectrum, default) | fresnel.
     oversample: odd fine samples per pixel (None: chosen from the phase gradient, >= 3).
+    fft_precision: single (complex64 FFTs, default; phases always in float64) | double.
     """
 
     profile: str = "hyperbolic"
@@ -239,7 +244,7 @@ class PhaseMaskPSF:
     focus_depth_mm: float | None = None
     object_depth_mm: float | None = None
     design_wavelength_nm: float = 550.0
-    dispersion: str = "diffractive"
+    dispersion: str = "refractive"
     cubic_waves: float = 20.0
     depth_range_mm: Any = None
     axicon_angle_deg: float | None = None
@@ -247,6 +252,7 @@ class PhaseMaskPSF:
     amplitude_map: Any = None
     propagation: str = "asm"
     oversample: int | None = None
+    fft_precision: str = "single"
 
     def __post_init__(self):
         if self.profile not in PROFILES:
@@ -268,14 +274,26 @@ class PhaseMaskPSF:
             if self.depth_range_mm is None or len(self.depth_range_mm) != 2 or min(self.depth_range_mm) <= 0:
                 raise ConfigError("log_asphere needs depth_range_mm = (near, far), both > 0")
             self.depth_range_mm = [float(v) for v in self.depth_range_mm]
+        if self.fft_precision not in ("single", "double"):
+            raise ConfigError(f"fft_precision must be single or double, got {self.fft_precision!r}")
         if self.oversample is not None and (int(self.oversample) < 1 or int(self.oversample) % 2 == 0):
             raise ConfigError(f"oversample must be an odd integer >= 1, got {self.oversample}")
         self._phase = load_map(self.phase_map, "phase_map")
         self._amplitude = load_map(self.amplitude_map, "amplitude_map")
-        if isinstance(self.phase_map, np.ndarray):  # keep the config JSON-able
-            self.phase_map = self.phase_map.tolist()
-        if isinstance(self.amplitude_map, np.ndarray):
-            self.amplitude_map = self.amplitude_map.tolist()
+        # keep the config JSON-able and small (it is stored as an HDF5 attribute, <= 64 KiB)
+        for name, arr in (("phase_map", self._phase), ("amplitude_map", self._amplitude)):
+            value = getattr(self, name)
+            if arr is not None and not isinstance(value, (str, Path)):
+                if arr.size <= 1024:
+                    setattr(self, name, arr.tolist())
+                else:
+                    import hashlib
+
+                    digest = hashlib.sha256(np.ascontiguousarray(arr).tobytes()).hexdigest()[:16]
+                    setattr(self, name, f"<array {arr.shape[0]}x{arr.shape[1]} sha256 {digest}: pass a .npy path "
+                                        "to make the field reproducible>")
+            elif isinstance(value, Path):
+                setattr(self, name, str(value))
 
     # lengths in um
     @property
@@ -368,18 +386,22 @@ class PhaseMaskPSF:
         extent = 2.0 * max(R, reach) * 1.1 + psf_size * pitch_um + 20.0 * lam * self.sensor_distance_um / (2 * R)
         return s, next_fast_len(math.ceil(extent / dx))
 
-    def sensor_intensity(self, wavelength_nm: float, offset_um, dx: float, n: int, device=None) -> torch.Tensor:
+    def sensor_intensity(self, wavelength_nm: float, offset_um, dx: float, n: int, device=None,
+                         dtype=torch.complex128, mask: torch.Tensor | None = None) -> torch.Tensor:
         """Intensity [n, n] at the sensor on a grid of spacing ``dx`` centred on the paraxial image of
-        the node at ``offset_um`` (FFT order), normalised to the power leaving the mask."""
+        the node at ``offset_um`` (FFT order), normalised to the power leaving the mask.
+        ``dtype``: complex128 (default) or complex64 for the FFTs; ``mask``: the transmittance on
+        this grid if already computed (it does not depend on the node)."""
         lam = wavelength_nm * 1e-3
         c = torch.fft.fftshift(fft_coords(n, dx, device=device))
         yy, xx = torch.meshgrid(c, c, indexing="ij")
-        t = self.mask(xx, yy, wavelength_nm, dx)
+        t = self.mask(xx, yy, wavelength_nm, dx) if mask is None else mask
         psi, tilt = self.incident(xx, yy, lam, offset_um)
-        u = torch.fft.ifftshift(t * torch.polar(torch.ones_like(psi), psi)).to(torch.complex128)
+        # phases in float64 (they reach 1e4 rad), the FFTs in the requested precision
+        u = torch.fft.ifftshift(t * torch.polar(torch.ones_like(psi), psi)).to(dtype)
         power = float((u.abs() ** 2).sum())
         out = propagate(u, dx, lam, self.sensor_distance_um, self.propagation, tilt, offset_um)
-        return (out.real ** 2 + out.imag ** 2) / power
+        return ((out.real ** 2 + out.imag ** 2) / power).double()
 
     def simulate(self, ctx):
         offsets = ctx.geometry.offsets() * ctx.pixel_pitch_um  # [N, 2] um from the axis
@@ -392,8 +414,14 @@ class PhaseMaskPSF:
             dx = ctx.pixel_pitch_um / s
             idx = (torch.arange(k)[:, None] - k // 2) * s + (torch.arange(s)[None] - s // 2)  # [k, s]
             idx = idx.reshape(-1) % n
+            c = torch.fft.fftshift(fft_coords(n, dx, device=ctx.device))
+            yy, xx = torch.meshgrid(c, c, indexing="ij")
+            mask = self.mask(xx, yy, lam, dx)
+            del c, yy, xx
             for ni, off in enumerate(offsets):
-                inten = self.sensor_intensity(lam, (float(off[0]), float(off[1])), dx, n, ctx.device).cpu()
+                inten = self.sensor_intensity(lam, (float(off[0]), float(off[1])), dx, n, ctx.device,
+                                              torch.complex64 if self.fft_precision == "single" else torch.complex128,
+                                              mask).cpu()
                 out[ci, ni] = inten[idx][:, idx].reshape(k, s, k, s).sum(dim=(1, 3))
                 if ctx.progress is not None:
                     ctx.progress(1)

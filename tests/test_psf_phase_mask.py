@@ -188,3 +188,20 @@ def test_hcipy_cross_check():
         ref = np.asarray(prop.forward(hcipy.Wavefront(field, lam)).intensity).reshape(n, n)
         ref = ref / ref.sum()
         assert np.abs(ref - ours).max() / ours.max() < 1e-2
+
+
+def test_dispersion_models_and_large_arrays_in_the_config():
+    x = torch.tensor([30.0, 90.0], dtype=torch.float64)
+    y = torch.zeros(2, dtype=torch.float64)
+    opts = dict(profile="quadratic", aperture_mm=0.2, focal_length_mm=2.0, design_wavelength_nm=500.0)
+    phi0 = PhaseMaskPSF(**opts).design_phase(x, y)
+    ang = lambda d, lam: torch.angle(PhaseMaskPSF(dispersion=d, **opts).mask(x, y, lam, 0.5))  # noqa: E731
+    wrap = lambda p: torch.remainder(p + math.pi, 2 * math.pi) - math.pi  # noqa: E731
+    assert torch.allclose(wrap(ang("none", 600.0) - phi0), torch.zeros(2, dtype=torch.float64), atol=1e-9)
+    assert torch.allclose(wrap(ang("refractive", 600.0) - phi0 * 500 / 600), torch.zeros(2, dtype=torch.float64), atol=1e-9)
+    assert torch.allclose(wrap(ang("diffractive", 600.0) - torch.remainder(phi0, 2 * math.pi) * 500 / 600),
+                          torch.zeros(2, dtype=torch.float64), atol=1e-9)
+    big = PhaseMaskPSF(profile="none", phase_map=np.zeros((64, 64)))
+    assert isinstance(big.phase_map, str) and "sha256" in big.phase_map  # not 4096 numbers in the file
+    small = PhaseMaskPSF(profile="none", phase_map=np.zeros((8, 8)))
+    assert small.phase_map == np.zeros((8, 8)).tolist()
