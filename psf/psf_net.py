@@ -188,7 +188,8 @@ class _Saveable(nn.Module):
     @torch.no_grad()
     def to_field(self, grid_shape=(9, 9), depth_mm=None, H_img=None, like=None):
         """Sample the network on a node grid -> ``PSFField`` (float32, each PSF sums to 1) for the
-        renderer. ``like``: copy H_obj/attrs/channel order from a PSF field of the same sensor."""
+        renderer. ``like``: a PSF field of the same sensor whose pixel -> object-plane map, attributes
+        and channel order are kept (without it ``H_obj`` is the identity)."""
         from psf.field import PSFField, default_H_img, grid_positions
 
         grid_shape = tuple(int(v) for v in grid_shape)
@@ -203,7 +204,8 @@ class _Saveable(nn.Module):
             attrs["depth_mm"] = float(depth_mm)
         f = PSFField(psfs=psfs.permute(1, 0, 2, 3)[:, None].float().contiguous(), grid_shape=grid_shape,
                      sensor_res=self.config.sensor_res, H_img=H,
-                     H_obj=like.H_obj if like is not None and like.grid_shape == grid_shape else np.eye(3),
+                     H_obj=(np.asarray(like.H_obj) @ np.linalg.inv(np.asarray(like.H_img)) @ H) if like is not None
+                     else np.eye(3),  # pixel -> object plane of ``like``, applied to the new grid
                      psf_type="psf_net", channel_order=order, normalized=True, attrs=attrs)
         f.validate()
         return f

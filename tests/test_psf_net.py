@@ -84,8 +84,10 @@ def test_small_field_fits_fast_and_renders():
     a = SVRenderer(field, (32, 32))(img)
     b = SVRenderer(sampled, (32, 32))(img)
     assert (a - b).abs().max() < 0.05
-    dense = net.to_field((5, 5))  # any grid density: a continuous field
+    dense = net.to_field((5, 5), like=field)  # any grid density: a continuous field
     assert dense.n_nodes == 25
+    # the object-plane positions of the new nodes follow the original field's pixel -> object map
+    assert np.allclose(dense.H_obj @ [2, 2, 1], field.H_obj @ [1, 1, 1])  # both the sensor centre
 
 
 def test_script_help():
