@@ -36,7 +36,6 @@ from typing import Callable
 import numpy as np
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from utils.errors import ConfigError
 
@@ -66,7 +65,8 @@ class PSFNetConfig:
         self.sensor_res = tuple(int(v) for v in self.sensor_res)
         if self.depth_range_mm is not None:
             self.depth_range_mm = tuple(float(v) for v in self.depth_range_mm)
-            if len(self.depth_range_mm) != 2 or min(self.depth_range_mm) <= 0 or self.depth_range_mm[0] == self.depth_range_mm[1]:
+            near_far = self.depth_range_mm
+            if len(near_far) != 2 or min(near_far) <= 0 or near_far[0] == near_far[1]:
                 raise ConfigError(f"depth_range_mm must be two different positive depths, got {self.depth_range_mm}")
         if self.decoder not in DECODERS:
             raise ConfigError(f"decoder must be one of {DECODERS}, got {self.decoder!r}")
@@ -196,7 +196,8 @@ class _Saveable(nn.Module):
         H = default_H_img(grid_shape, self.config.sensor_res) if H_img is None else np.asarray(H_img, np.float64)
         psfs = self.sample(grid_positions(H, grid_shape), depth_mm).cpu().double()
         psfs = psfs / psfs.sum(dim=(-2, -1), keepdim=True)
-        order = like.channel_order if like is not None else {1: "L", 3: "RGB"}.get(self.config.channels, "C" * self.config.channels)
+        n_ch = self.config.channels
+        order = like.channel_order if like is not None else {1: "L", 3: "RGB"}.get(n_ch, "C" * n_ch)
         attrs = dict(like.attrs) if like is not None else {}
         attrs.pop("args", None)
         attrs.update({"psf_net": json.dumps(asdict(self.config))})

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from psf.psf_net import (PSFEmbeddingNet, PSFFieldNet, PSFNetConfig, field_training_data, fit, grid_triples,
+from psf.psf_net import (PSFEmbeddingNet, PSFFieldNet, field_training_data, fit, grid_triples,
                          normalise_coords, relative_l2)
 from psf.svpsf import PSFSimulator
 from utils.errors import ConfigError

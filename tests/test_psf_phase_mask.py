@@ -79,9 +79,19 @@ def test_off_axis_window_is_centred_on_the_paraxial_image():
 
 def test_propagation_conserves_energy_and_zero_distance_is_identity():
     g = torch.Generator().manual_seed(0)
-    u = torch.complex(torch.randn(64, 64, generator=g, dtype=torch.float64), torch.randn(64, 64, generator=g, dtype=torch.float64))
+    u = torch.randn(64, 64, generator=g, dtype=torch.complex128)
     same = propagate(u, 1.0, 0.55, 0.0)
     assert torch.allclose(same, u, atol=1e-12)
+    # a Gaussian beam (waist 5 um) over 200 um: power kept, waist w0 sqrt(1 + (z / z_R)^2)
+    x = (torch.arange(256, dtype=torch.float64) - 128) * 0.5
+    yy, xx = torch.meshgrid(x, x, indexing="ij")
+    beam = torch.fft.ifftshift(torch.exp(-(xx ** 2 + yy ** 2) / 25.0)).to(torch.complex128)
+    out = propagate(beam, 0.5, 0.55, 200.0)
+    assert float(out.abs().square().sum()) == pytest.approx(float(beam.abs().square().sum()), rel=1e-9)
+    inten = torch.fft.fftshift(out.abs().square())
+    w2 = 4 * float((inten * xx ** 2).sum() / inten.sum())  # |E|^2 ~ exp(-2 r^2 / w^2): w^2 = 4 <x^2>
+    z_r = math.pi * 25.0 / 0.55
+    assert w2 == pytest.approx(25.0 * (1 + (200.0 / z_r) ** 2), rel=1e-3)
 
 
 @pytest.mark.parametrize("profile", PROFILES)
