@@ -249,6 +249,8 @@ class RawSensor:
     shot_noise, read_noise: variances of y ~ N(x, read + shot x) on the [0, 1] RAW scale.
     clip: clip the RAW to [0, 1] (a sensor's white level) after un-processing and after noise.
     bayer: sample an RGGB mosaic and demosaic it back (False: keep three RAW channels).
+    exposure: RAW scale before the noise (< 1: a low-light capture, relatively noisier).
+    digital_gain: RAW scale after the noise (e.g. 1 / exposure: brightened back, noise amplified).
     """
 
     rgb2cam: tuple = ((1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0))
@@ -259,6 +261,8 @@ class RawSensor:
     read_noise: float = 0.0
     clip: bool = True
     bayer: bool = True
+    exposure: float = 1.0
+    digital_gain: float = 1.0
     kind: str = field(default="raw", init=False)
 
     def __post_init__(self):
@@ -272,6 +276,8 @@ class RawSensor:
             raise ConfigError("the gains must be > 0")
         if self.shot_noise < 0 or self.read_noise < 0:
             raise ConfigError("shot_noise and read_noise (variances) must be >= 0")
+        if not self.exposure > 0 or not self.digital_gain > 0:
+            raise ConfigError("exposure and digital_gain must be > 0")
 
     @classmethod
     def sample(cls, generator: torch.Generator | None = None, noise: bool = True, **overrides) -> "RawSensor":
@@ -333,19 +339,64 @@ class RawSensor:
         return noisy.to(raw.device, raw.dtype)
 
     def __call__(self, srgb: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """sRGB -> RAW -> noise -> sRGB."""
-        return self.process(self.add_noise(self.unprocess(srgb), generator))
+        """sRGB -> RAW (x exposure) -> noise -> (x digital gain) -> sRGB."""
+        raw = self.unprocess(srgb)
+        if self.exposure != 1:
+            raw = raw * self.exposure
+        raw = self.add_noise(raw, generator)
+        if self.digital_gain != 1:
+            raw = raw * self.digital_gain
+        return self.process(raw)
 
     def apply_linear(self, linear: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """A linear-light render (e.g. a blurred scene) captured as RAW, noised and processed to sRGB.
-        The tone curve is the ISP's: a linear input is taken as scene light before the camera's
-        gamma and tone curve, i.e. this equals ``__call__(smoothstep(gamma_compress(linear)))``."""
-        return self.process(self.add_noise(self.unprocess_linear(linear), generator))
+        """A linear-light render (IEC sRGB decoding, as ``utils.sv_renderer.simulate_capture`` blurs)
+        captured by this camera: ``__call__(linear_to_srgb(linear))``, so without noise, exposure and
+        mosaic the result is the sRGB image of ``linear``, as ``NoiseModel.apply_linear`` gives."""
+        return self(linear_to_srgb(linear.clamp(0, 1)), generator)
 
     def as_dict(self) -> dict:
         d = asdict(self)
         d["rgb2cam"] = [list(r) for r in self.rgb2cam]
         return d
+
+
+def _range(value) -> tuple[float, float]:
+    if isinstance(value, (int, float)):
+        return float(value), float(value)
+    value = [float(v) for v in value]
+    if len(value) not in (1, 2) or value[0] > value[-1]:
+        raise ConfigError(f"expected a value or LOW HIGH, got {value}")
+    return value[0], value[-1]
+
+
+def _log_uniform(value, generator) -> float:
+    lo, hi = _range(value)
+    if lo <= 0:
+        raise ConfigError(f"a log-uniform range must be > 0, got {value}")
+    return math.exp(_uniform(math.log(lo), math.log(hi), generator))
+
+
+SENSOR_KINDS = ("qis", "raw")
+
+
+def sample_sensor(kind: str, generator: torch.Generator | None = None, *, photons_per_pixel=(1.0, 10.0),
+                  bits: int = 1, frames: int = 1, quantum_efficiency: float = 1.0, dark_counts: float = 0.0,
+                  read_noise=0.0, exposure=(1.0, 1.0), digital_gain: bool = False, bayer: bool = True):
+    """Draw one sensor per sample (what a dataset generator calls with the sample's generator).
+
+    ``qis``: photons_per_pixel log-uniform in its range (low light: a few photons), the rest fixed,
+    read_noise uniform in its range. ``raw``: a random camera and noise level of Brooks et al.
+    (``RawSensor.sample``) with ``exposure`` log-uniform in its range (``digital_gain=True``
+    brightens back by 1 / exposure after the noise)."""
+    if kind == "qis":
+        lo, hi = _range(read_noise)
+        return QISSensor(photons_per_pixel=_log_uniform(photons_per_pixel, generator), bits=int(bits),
+                         frames=int(frames), quantum_efficiency=float(quantum_efficiency),
+                         dark_counts=float(dark_counts), read_noise=_uniform(lo, hi, generator))
+    if kind == "raw":
+        e = _log_uniform(exposure, generator)
+        return RawSensor.sample(generator, exposure=e, digital_gain=1.0 / e if digital_gain else 1.0, bayer=bayer)
+    raise ConfigError(f"sensor must be one of {SENSOR_KINDS}, got {kind!r}")
 
 
 def low_light(srgb: torch.Tensor, exposure: float) -> torch.Tensor:

@@ -155,3 +155,29 @@ def test_sensors_plug_into_simulate_capture():
         b = simulate_capture(gt, renderer, sensor, gen(9))
         assert a.shape == gt.shape and torch.equal(a, b)
         assert 0 <= a.min() and a.max() <= 1
+
+
+def test_raw_apply_linear_matches_the_noise_model_convention():
+    """Without noise, mosaic and exposure, a linear render comes back as its sRGB image."""
+    from utils.noise import NoiseModel, srgb_to_linear
+
+    img = _image(16, 16)
+    lin = srgb_to_linear(img)
+    cam = RawSensor.sample(gen(2), noise=False, bayer=False, clip=False)
+    assert torch.allclose(cam.apply_linear(lin), NoiseModel().apply_linear(lin), atol=1e-9)
+
+
+def test_sample_sensor_low_light():
+    from psf.sensors import sample_sensor
+
+    q = sample_sensor("qis", gen(0), photons_per_pixel=(0.5, 4.0), bits=3, frames=2, read_noise=(0.1, 0.3))
+    assert 0.5 <= q.photons_per_pixel <= 4.0 and q.bits == 3 and 0.1 <= q.read_noise <= 0.3
+    same = [sample_sensor("qis", gen(0), photons_per_pixel=(0.5, 4.0)) for _ in range(2)]
+    assert same[0] == same[1]  # seeded
+    r = sample_sensor("raw", gen(1), exposure=(0.05, 0.2), digital_gain=True)
+    assert 0.05 <= r.exposure <= 0.2 and r.digital_gain == pytest.approx(1 / r.exposure)
+    img = _image(32, 32)
+    dark = RawSensor(exposure=0.1)(img)  # noise-free, dark: ~10x less linear light
+    assert dark.mean() < img.mean()
+    with pytest.raises(ConfigError):
+        sample_sensor("ccd", gen(0))
