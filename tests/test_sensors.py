@@ -145,7 +145,8 @@ def test_low_light_scales_linear_light():
 
 def test_sensors_plug_into_simulate_capture():
     """The renderer's capture model takes a sensor where it takes a noise model."""
-    from utils.sv_renderer import SVRenderer, elliptical_gaussian_field, simulate_capture
+    from psf.example_fields import elliptical_gaussian_field
+    from utils.sv_renderer import SVRenderer, simulate_capture
 
     field = elliptical_gaussian_field(grid_shape=(3, 3), psf_size=9, sensor_res=(32, 32))
     renderer = SVRenderer(field, (32, 32))
