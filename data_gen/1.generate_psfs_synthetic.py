@@ -76,7 +76,9 @@ def add_phase_mask_args(p) -> None:
     g.add_argument("--mask_aperture_mm", type=float, help="clear diameter D (default 1)")
     g.add_argument("--mask_focal_length_mm", type=float, help="mask-to-sensor distance (default 10)")
     g.add_argument("--mask_focus_depth_mm", type=float, help="object depth the profile focuses (default infinity)")
-    g.add_argument("--mask_object_depth_mm", type=float, help="depth of the point sources (default the focus depth)")
+    g.add_argument("--mask_object_depth_mm", type=float, nargs="+", metavar="MM",
+                   help="depth(s) of the point sources (default the focus depth); several (increasing) write a "
+                        "depth stack psfs [C, 1, D, N, k, k] + depths_m")
     g.add_argument("--mask_design_wavelength_nm", type=float, help="design wavelength of the profile (default 550)")
     g.add_argument("--mask_dispersion", choices=DISPERSIONS, help="phase vs wavelength (default diffractive)")
     g.add_argument("--mask_cubic_waves", type=float, help="cubic: alpha in waves at the edge (default 20)")

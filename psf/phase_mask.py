@@ -226,7 +226,8 @@ class PhaseMaskPSF:
     aperture_mm: clear diameter D of the mask (circular).
     focal_length_mm: mask-to-sensor distance z_s (the profiles focus onto the sensor).
     focus_depth_mm: object distance the profile is designed to focus (None = infinity).
-    object_depth_mm: depth of the simulated point sources (None = focus_depth_mm).
+    object_depth_mm: depth of the simulated point sources (None = focus_depth_mm); a list of
+        increasing depths makes a depth stack (``psf.depth.DepthPSFField``, one plane per depth).
     design_wavelength_nm: wavelength the phase profile is designed at.
     dispersion: refractive (default) | diffractive | none (how the phase scales with lambda).
     cubic_waves: cubic term amplitude alpha in waves at the aperture edge (``cubic``).
@@ -242,7 +243,7 @@ class PhaseMaskPSF:
     aperture_mm: float = 1.0
     focal_length_mm: float = 10.0
     focus_depth_mm: float | None = None
-    object_depth_mm: float | None = None
+    object_depth_mm: float | list[float] | None = None
     design_wavelength_nm: float = 550.0
     dispersion: str = "refractive"
     cubic_waves: float = 20.0
@@ -266,10 +267,16 @@ class PhaseMaskPSF:
         for name in ("aperture_mm", "focal_length_mm", "design_wavelength_nm"):
             if not float(getattr(self, name)) > 0:
                 raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
+        if isinstance(self.object_depth_mm, (list, tuple)):
+            depths = [float(v) for v in self.object_depth_mm]
+            if len(depths) > 1 and (any(not math.isfinite(d) for d in depths)
+                                    or any(b <= a for a, b in zip(depths, depths[1:]))):
+                raise ConfigError(f"a depth stack needs finite, strictly increasing object_depth_mm, got {depths}")
+            self.object_depth_mm = depths if len(depths) > 1 else depths[0]
         for name in ("focus_depth_mm", "object_depth_mm"):
-            v = getattr(self, name)
-            if v is not None and not float(v) > 0:
-                raise ConfigError(f"{name} must be > 0 (or None for infinity), got {v}")
+            for v in np.atleast_1d(getattr(self, name) if getattr(self, name) is not None else []):
+                if not float(v) > 0:
+                    raise ConfigError(f"{name} must be > 0 (or None for infinity), got {v}")
         if self.profile == "log_asphere":
             if self.depth_range_mm is None or len(self.depth_range_mm) != 2 or min(self.depth_range_mm) <= 0:
                 raise ConfigError("log_asphere needs depth_range_mm = (near, far), both > 0")
@@ -309,8 +316,26 @@ class PhaseMaskPSF:
         return math.inf if self.focus_depth_mm is None else 1000.0 * float(self.focus_depth_mm)
 
     @property
+    def is_stack(self) -> bool:
+        """Several object depths: the simulator returns a ``DepthPSFField`` (psf/svpsf.py)."""
+        return isinstance(self.object_depth_mm, list)
+
+    def object_depths(self) -> list[float]:
+        """Object distances of the stack in metres (the simulator's depth-stack protocol)."""
+        return [float(d) / 1000.0 for d in self.object_depth_mm] if self.is_stack else [self.object_depth_um / 1e6]
+
+    def magnification(self, object_distance_m: float) -> float:
+        """Chief ray through the mask centre: -z_s / z_o."""
+        return -float(self.focal_length_mm) / (1000.0 * float(object_distance_m))
+
+    @property
     def object_depth_um(self) -> float:
+        if self.is_stack:
+            return 1000.0 * float(self.object_depth_mm[0])
         return self.focus_depth_um if self.object_depth_mm is None else 1000.0 * float(self.object_depth_mm)
+
+    def _depths_um(self) -> list[float]:
+        return [1000.0 * float(d) for d in self.object_depth_mm] if self.is_stack else [self.object_depth_um]
 
     def design_phase(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Profile + user phase map (radians at the design wavelength), unwrapped."""
@@ -337,9 +362,10 @@ class PhaseMaskPSF:
             amp = amp * sample_map(self._amplitude, x, y, self.radius_um).clamp(min=0.0)
         return torch.polar(amp, phi)
 
-    def incident(self, x: torch.Tensor, y: torch.Tensor, wavelength_um: float, offset_um) -> tuple[torch.Tensor, tuple]:
+    def incident(self, x: torch.Tensor, y: torch.Tensor, wavelength_um: float, offset_um,
+                 depth_um: float | None = None) -> tuple[torch.Tensor, tuple]:
         """Incident phase (radians) with its linear tilt removed, and the tilt (cycles/um)."""
-        zs, zo = self.sensor_distance_um, self.object_depth_um
+        zs, zo = self.sensor_distance_um, self.object_depth_um if depth_um is None else float(depth_um)
         ux, uy = float(offset_um[0]), float(offset_um[1])
         norm = math.sqrt(ux * ux + uy * uy + zs * zs)
         if self.propagation == "asm":
@@ -354,7 +380,8 @@ class PhaseMaskPSF:
             psi = k * (torch.sqrt((x - xo) ** 2 + (y - yo) ** 2 + zo ** 2) - math.sqrt(xo * xo + yo * yo + zo * zo))
         return psi - 2.0 * math.pi * (tilt[0] * x + tilt[1] * y), tilt
 
-    def plan(self, wavelength_nm: float, pitch_um: float, psf_size: int, offsets_um: np.ndarray) -> tuple[int, int]:
+    def plan(self, wavelength_nm: float, pitch_um: float, psf_size: int, offsets_um: np.ndarray,
+             depth_um: float | None = None) -> tuple[int, int]:
         """(oversample s, grid size n): the field at the sensor is sampled at 4x the largest local
         frequency of the mask-plane phase (its intensity above Nyquist), and the grid holds the
         aperture, the geometric footprint of the rays around the window centre and the window."""
@@ -369,7 +396,7 @@ class PhaseMaskPSF:
         for off in {(0.0, 0.0), (float(far[0]), float(far[1]))}:
             phi = self.design_phase(xx, yy)  # unwrapped: the wraps of a DOE do not change local frequencies
             phi = phi if self.dispersion == "none" else phi * (self.design_wavelength_nm / wavelength_nm)
-            psi, _ = self.incident(xx, yy, lam, off)
+            psi, _ = self.incident(xx, yy, lam, off, depth_um)
             gy, gx = torch.gradient(phi + psi, spacing=step)
             fx, fy = gx / (2 * math.pi), gy / (2 * math.pi)  # cycles/um
             f = torch.hypot(fx, fy)[inside]
@@ -387,7 +414,8 @@ class PhaseMaskPSF:
         return s, next_fast_len(math.ceil(extent / dx))
 
     def sensor_intensity(self, wavelength_nm: float, offset_um, dx: float, n: int, device=None,
-                         dtype=torch.complex128, mask: torch.Tensor | None = None) -> torch.Tensor:
+                         dtype=torch.complex128, mask: torch.Tensor | None = None,
+                         depth_um: float | None = None) -> torch.Tensor:
         """Intensity [n, n] at the sensor on a grid of spacing ``dx`` centred on the paraxial image of
         the node at ``offset_um`` (FFT order), normalised to the power leaving the mask.
         ``dtype``: complex128 (default) or complex64 for the FFTs; ``mask``: the transmittance on
@@ -396,7 +424,7 @@ class PhaseMaskPSF:
         c = torch.fft.fftshift(fft_coords(n, dx, device=device))
         yy, xx = torch.meshgrid(c, c, indexing="ij")
         t = self.mask(xx, yy, wavelength_nm, dx) if mask is None else mask
-        psi, tilt = self.incident(xx, yy, lam, offset_um)
+        psi, tilt = self.incident(xx, yy, lam, offset_um, depth_um)
         # phases in float64 (they reach 1e4 rad), the FFTs in the requested precision
         u = torch.fft.ifftshift(t * torch.polar(torch.ones_like(psi), psi)).to(dtype)
         power = float((u.abs() ** 2).sum())
@@ -406,10 +434,15 @@ class PhaseMaskPSF:
     def simulate(self, ctx):
         offsets = ctx.geometry.offsets() * ctx.pixel_pitch_um  # [N, 2] um from the axis
         k = ctx.psf_size
-        out = torch.empty(ctx.n_channels, len(offsets), k, k, dtype=torch.float64)
+        depths = self._depths_um()
+        out = torch.empty(ctx.n_channels, len(depths), len(offsets), k, k, dtype=torch.float64)
         plans = []
+        dtype = torch.complex64 if self.fft_precision == "single" else torch.complex128
         for ci, lam in enumerate(ctx.wavelengths_nm):
-            s, n = self.plan(lam, ctx.pixel_pitch_um, k, offsets)
+            # one grid per wavelength, large and fine enough for every depth
+            s, n = (max(v) for v in zip(*(self.plan(lam, ctx.pixel_pitch_um, k, offsets, d) for d in depths)))
+            s += 1 - s % 2
+            n = next_fast_len(n)
             plans.append((s, n))
             dx = ctx.pixel_pitch_um / s
             idx = (torch.arange(k)[:, None] - k // 2) * s + (torch.arange(s)[None] - s // 2)  # [k, s]
@@ -418,15 +451,16 @@ class PhaseMaskPSF:
             yy, xx = torch.meshgrid(c, c, indexing="ij")
             mask = self.mask(xx, yy, lam, dx)
             del c, yy, xx
-            for ni, off in enumerate(offsets):
-                inten = self.sensor_intensity(lam, (float(off[0]), float(off[1])), dx, n, ctx.device,
-                                              torch.complex64 if self.fft_precision == "single" else torch.complex128,
-                                              mask).cpu()
-                out[ci, ni] = inten[idx][:, idx].reshape(k, s, k, s).sum(dim=(1, 3))
-                if ctx.progress is not None:
-                    ctx.progress(1)
-        return out, {"oversample": [p[0] for p in plans], "grid_size": [p[1] for p in plans],
-                     "f_number": float(self.focal_length_mm / self.aperture_mm)}
+            for di, depth in enumerate(depths):
+                for ni, off in enumerate(offsets):
+                    inten = self.sensor_intensity(lam, (float(off[0]), float(off[1])), dx, n, ctx.device, dtype,
+                                                  mask, depth).cpu()
+                    out[ci, di, ni] = inten[idx][:, idx].reshape(k, s, k, s).sum(dim=(1, 3))
+                    if ctx.progress is not None:
+                        ctx.progress(1)
+        attrs = {"oversample": [p[0] for p in plans], "grid_size": [p[1] for p in plans],
+                 "f_number": float(self.focal_length_mm / self.aperture_mm)}
+        return (out if self.is_stack else out[:, 0]), attrs
 
 
 def airy_first_zero_um(wavelength_nm: float, distance_mm: float, aperture_mm: float) -> float:

@@ -212,6 +212,16 @@ class _Saveable(nn.Module):
         return f
 
 
+    @torch.no_grad()
+    def to_depth_field(self, grid_shape, depths_m, H_img=None, like=None):
+        """Sample a depth network at several object distances (metres) -> ``DepthPSFField``
+        (psf/depth.py; its file has ``psfs [C, 1, D, N, k, k]`` + ``depths_m``)."""
+        from psf.depth import DepthPSFField
+
+        planes = [self.to_field(grid_shape, 1000.0 * float(d), H_img, like) for d in depths_m]
+        return DepthPSFField.from_planes(planes, depths_m)
+
+
 class PSFFieldNet(_Saveable):
     """(x, y[, depth]) -> PSF (see module docstring)."""
 
@@ -288,11 +298,39 @@ def relative_l2(pred: torch.Tensor, target: torch.Tensor) -> float:
     return float(torch.linalg.vector_norm((pred - target).double()) / torch.linalg.vector_norm(target.double()))
 
 
+def load_training_fields(paths) -> list[tuple]:
+    """[(PSFField, depth_mm or None)] from PSF files: a depth-aware file (``psfs [C, 1, D, N, k, k]``
+    + ``depths_m``, psf/depth.py) gives one entry per stored depth."""
+    import h5py
+
+    from psf.depth import load_depth_psf_field
+    from psf.field import load_psf_field, resolve_psf_path
+
+    out = []
+    for path in [paths] if isinstance(paths, (str, os.PathLike)) else paths:
+        path = resolve_psf_path(path)
+        with h5py.File(path, "r") as f:
+            stacked = "depths_m" in f
+        if stacked:
+            stack = load_depth_psf_field(path)
+            out += [(stack.plane(i), 1000.0 * float(d)) for i, d in enumerate(stack.depths_m)]
+        else:
+            out.append((load_psf_field(path), None))
+    return out
+
+
 def field_training_data(fields, depths_mm=None):
     """(pixel positions [N, 2], depths [N] or None, PSFs [N, C, k, k]) from PSF fields (one per
-    depth when ``depths_mm`` is given). Per-channel fields only (C_in = 1)."""
+    depth when ``depths_mm`` is given; a ``DepthPSFField`` gives its planes and depths).
+    Per-channel fields only (C_in = 1)."""
+    from psf.depth import DepthPSFField
     from psf.field import PSFField, load_psf_field
 
+    if isinstance(fields, DepthPSFField):
+        if depths_mm is not None:
+            raise ConfigError("a depth stack carries its depths; do not pass depths_mm")
+        depths_mm = [1000.0 * float(d) for d in fields.depths_m]
+        fields = [fields.plane(i) for i in range(fields.n_depths)]
     fields = [fields] if isinstance(fields, (PSFField, str, os.PathLike)) else list(fields)
     fields = [load_psf_field(f) if not isinstance(f, PSFField) else f for f in fields]
     if depths_mm is not None and len(depths_mm) != len(fields):

@@ -4,11 +4,12 @@
     python scripts/fit_psf_net.py --psf_data_path psfs/seidel --out nets/seidel [--model field|embedding]
         [--decoder mlp|deconv] [--steps 2000] [--time_limit_s 180] [--export_grid GH GW]
 
-Several ``--psf_data_path`` with ``--depths_mm`` (one per file) fit a depth-dependent network
-(inputs x, y, depth). Writes OUT/config.json + OUT/model.safetensors (load with
+A depth-aware PSF file (``psfs [C, 1, D, N, k, k]`` + ``depths_m``, psf/depth.py), or several
+files with ``--depths_mm`` (one per file), fit a depth-dependent network (inputs x, y, depth). Writes OUT/config.json + OUT/model.safetensors (load with
 ``psf.psf_net.PSFFieldNet.load(OUT)``), OUT/fit.json (steps, seconds, relative L2, history) and,
-with ``--export_grid``, OUT/psfs.h5: the network sampled on that grid (at ``--export_depth_mm``
-for a depth network), a PSF file the renderer and step 3 read.
+with ``--export_grid``, OUT/psfs.h5: the network sampled on that grid, a PSF file the renderer
+and step 3 read (a depth network: one plane at ``--export_depth_mm``, else a depth stack at the
+training depths).
 """
 from __future__ import annotations
 
@@ -59,15 +60,31 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     import torch
 
-    from psf.field import load_psf_field, save_psf_field
-    from psf.psf_net import PSFEmbeddingNet, PSFFieldNet, PSFNetConfig, field_training_data, fit, grid_triples
+    from psf.depth import save_depth_psf_field
+    from psf.field import save_psf_field
+    from psf.psf_net import (PSFEmbeddingNet, PSFFieldNet, PSFNetConfig, field_training_data, fit, grid_triples,
+                             load_training_fields)
 
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    fields = [load_psf_field(path) for path in args.psf_data_path]
-    xy, depth, psfs = field_training_data(fields, args.depths_mm)
-    depth_range = None if args.depths_mm is None else (min(args.depths_mm), max(args.depths_mm))
+    entries = load_training_fields(args.psf_data_path)
+    fields = [f for f, _ in entries]
+    stored = [d for _, d in entries]
+    if args.depths_mm is not None:
+        if any(d is not None for d in stored):
+            raise ConfigError("--depths_mm is for plain PSF files; a depth-aware file carries its depths")
+        depths = list(args.depths_mm)
+    elif all(d is not None for d in stored):
+        depths = stored
+    elif any(d is not None for d in stored):
+        raise ConfigError("mixing depth-aware and plain PSF files: give every file a depth (--depths_mm)")
+    else:
+        depths = None
+    if depths is not None and len(set(depths)) == 1:
+        depths = None  # one depth: a 2-D field
+    xy, depth, psfs = field_training_data(fields, depths)
+    depth_range = None if depths is None else (min(depths), max(depths))
     cfg = PSFNetConfig(psf_size=psfs.shape[-1], channels=psfs.shape[1], sensor_res=fields[0].sensor_res,
                        depth_range_mm=depth_range, decoder=args.decoder, hidden=args.hidden, layers=args.layers,
                        n_freqs=args.n_freqs, latent_dim=args.latent_dim)
@@ -86,9 +103,10 @@ def main(argv=None) -> int:
           f"relative L2 {result.relative_l2:.4f} on {len(psfs)} PSFs")
     if args.export_grid:
         if depth_range is not None and args.export_depth_mm is None:
-            raise ConfigError("--export_grid of a depth network needs --export_depth_mm")
-        field = net.to_field(args.export_grid, depth_mm=args.export_depth_mm)
-        save_psf_field(field, out / "psfs.h5")
+            stack = net.to_depth_field(args.export_grid, sorted({d / 1000.0 for d in depths}))
+            save_depth_psf_field(stack, out / "psfs.h5")
+        else:
+            save_psf_field(net.to_field(args.export_grid, depth_mm=args.export_depth_mm), out / "psfs.h5")
         print(f"{out / 'psfs.h5'}: the network sampled on a {args.export_grid[0]}x{args.export_grid[1]} grid")
     return 0
 

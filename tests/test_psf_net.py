@@ -155,3 +155,40 @@ def test_script_fits_and_exports(tmp_path):
     exported = load_psf_field(tmp_path / "net")
     assert exported.grid_shape == (4, 4)
     assert PSFFieldNet.load(tmp_path / "net").config.hidden == 32
+    # a depth-aware file: a depth network, exported as a depth stack at the training depths
+    from psf.depth import load_depth_psf_field, save_depth_psf_field
+
+    save_depth_psf_field(_depth_stack(), tmp_path / "depth.h5")
+    r = subprocess.run([sys.executable, str(ROOT / "scripts/fit_psf_net.py"), "--psf_data_path", str(tmp_path / "depth.h5"),
+                        "--out", str(tmp_path / "dnet"), "--steps", "30", "--hidden", "32", "--export_grid", "3", "3",
+                        "--threads", "1"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert PSFFieldNet.load(tmp_path / "dnet").config.depth_range_mm == (1000.0, 4000.0)
+    assert load_depth_psf_field(tmp_path / "dnet").depths_m.tolist() == [1.0, 1.5, 2.0, 4.0]
+
+
+def _depth_stack():
+    return PSFSimulator(psf_type="seidel", grid_shape=(3, 3), psf_size=15, sensor_res=(64, 64), f_number=4,
+                        focal_length_mm=25, focus_distance_m=2, object_distance_m=[1.0, 1.5, 2.0, 4.0],
+                        wavelengths_nm=[550.0], pixel_pitch_um=4.0).simulate()
+
+
+def test_depth_stack_network_and_export(tmp_path):
+    """A thin-lens depth stack (psf/depth.py) trains a (x, y, depth) network; sampled back at the
+    stored depths it is a DepthPSFField the depth tools save and read."""
+    from psf.depth import DepthPSFField, load_depth_psf_field, save_depth_psf_field
+
+    stack = _depth_stack()
+    assert isinstance(stack, DepthPSFField)
+    xy, depth, psfs = field_training_data(stack)
+    assert depth is not None and sorted(set(depth.tolist())) == [1000.0, 1500.0, 2000.0, 4000.0]
+    torch.manual_seed(0)
+    net = PSFFieldNet(psf_size=15, channels=1, sensor_res=(64, 64), depth_range_mm=(1000, 4000), hidden=64)
+    res = fit(net, net.coords(xy.numpy(), depth.numpy()), psfs, steps=400, lr=3e-3)
+    assert res.relative_l2 < 0.1
+    out = net.to_depth_field((3, 3), stack.depths_m)
+    save_depth_psf_field(out, tmp_path / "psfs.h5")
+    back = load_depth_psf_field(tmp_path / "psfs.h5")
+    assert np.allclose(back.depths_m, stack.depths_m) and back.psfs.shape == stack.psfs.shape
+    err = relative_l2(back.psfs, stack.psfs)
+    assert err < 0.1, err

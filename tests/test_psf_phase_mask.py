@@ -174,6 +174,14 @@ def test_step1_cli_phase_mask(tmp_path):
 
     field = load_psf_field(out)
     assert field.psf_type == "phase_mask" and field.psfs.shape[-1] == 15
+    r = subprocess.run([sys.executable, str(ROOT / "data_gen/1.generate_psfs_synthetic.py"), "--psf_type", "phase_mask",
+                        "--save_dir", str(tmp_path / "stack"), "--grid", "2", "2", "--psf_size", "15", "--sensor_res",
+                        "32", "32", "--mask_aperture_mm", "0.2", "--mask_focal_length_mm", "2", "--mask_focus_depth_mm",
+                        "100", "--mask_object_depth_mm", "20", "100", "--no_previews"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    from psf.depth import load_depth_psf_field
+
+    assert load_depth_psf_field(tmp_path / "stack").depths_m.tolist() == [0.02, 0.1]
     r = subprocess.run([sys.executable, str(ROOT / "data_gen/1.generate_psfs_synthetic.py"), "--psf_type", "seidel",
                         "--save_dir", str(tmp_path / "x"), "--mask_aperture_mm", "1"], capture_output=True, text=True)
     assert r.returncode != 0 and "applies to --psf_type phase_mask" in r.stderr
@@ -232,3 +240,21 @@ def test_object_depth_defocus_matches_the_thin_lens_disk():
     radius = 500.0 * (8.0 - 4.0) / 8.0
     for frac in (0.5, 0.8):
         assert r[order][np.searchsorted(cum, frac)] == pytest.approx(radius * math.sqrt(frac), rel=0.02)
+
+
+def test_depth_stack():
+    """A list of object depths gives a DepthPSFField (psf/depth.py): one plane per depth, each the
+    single-depth field, magnification -z_s / z_o; farther from the focus depth, wider PSFs."""
+    from psf.depth import DepthPSFField
+
+    opts = dict(psf_type="phase_mask", grid_shape=(1, 2), psf_size=21, sensor_res=(32, 32), wavelengths_nm=[550.0],
+                profile="quadratic", aperture_mm=0.3, focal_length_mm=3.0, focus_depth_mm=100.0)
+    stack = PSFSimulator(object_depth_mm=[10.0, 100.0], **opts).simulate()  # 1.8 waves of defocus at 10 mm
+    assert isinstance(stack, DepthPSFField) and stack.depths_m.tolist() == [0.01, 0.1]
+    assert tuple(stack.psfs.shape) == (1, 1, 2, 2, 21, 21)
+    assert stack.attrs["magnification"] == pytest.approx([-3.0 / 10, -3.0 / 100])
+    for d, depth in enumerate((10.0, 100.0)):
+        single = PSFSimulator(object_depth_mm=depth, **opts).simulate()
+        assert (stack.plane(d).psfs - single.psfs).abs().max() < 1e-3 * single.psfs.max()
+    focused, defocused = stack.plane(1).psfs[0, 0, 0], stack.plane(0).psfs[0, 0, 0]
+    assert defocused.max() < 0.5 * focused.max()
