@@ -30,7 +30,7 @@ un-processing inverts, in this order, the tone curve (smoothstep ``3x² - 2x³``
 grey), the white-balance and brightness gains (divided out), and samples an RGGB Bayer mosaic.
 Noise is the paper's heteroscedastic Gaussian ``y ~ N(x, read + shot * x)`` (variances), with
 ``log(read) = 2.18 log(shot) + 1.2 + N(0, 0.26²)`` when drawn. Processing applies the gains,
-bilinear demosaicing (Malvar-free: the average of the nearest samples of each colour), the CCM,
+bilinear demosaicing (each missing sample the mean of its nearest samples of that colour), the CCM,
 gamma and tone curve. Random camera parameters (``RawSensor.sample``) follow the paper's ranges:
 red gain U(1.9, 2.4), blue gain U(1.5, 1.9), brightness gain 1 / N(0.8, 0.1), CCM a random convex
 combination of the paper's four camera XYZ->cam matrices times sRGB->XYZ.
