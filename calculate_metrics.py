@@ -3,6 +3,7 @@
 
     python calculate_metrics.py --gt_folder GT --pred_folder PRED [--metrics psnr,ssim,lpips]
         [--crop_border N] [--test_y_channel] [--out DIR]
+        [--mask_folder DIR [--mask_region hole|known]] [--average image|clip|frame]
 
 Conventions (BasicSR): RGB in [0, 1] -> 8-bit levels, PSNR = 10·log10(255²/MSE), SSIM with an
 11×11 Gaussian (σ 1.5) on the valid region averaged over channels, optional BT.601 Y channel.
@@ -39,6 +40,14 @@ def build_parser() -> argparse.ArgumentParser:
                         help="resize both images to H W (or N N) before scoring; off by default")
     parser.add_argument("--no_round", action="store_true",
                         help="score at the files' full precision (for 16-bit/float images) instead of 8-bit levels")
+    parser.add_argument("--mask_folder", metavar="DIR",
+                        help="score only a region: one mask per ground truth (same relative path, any image "
+                             "extension), white = known pixel, black = hole (DESIGN.md); psnr, ssim, ssim_3d, l1")
+    parser.add_argument("--mask_region", choices=("hole", "known"), default="hole",
+                        help="with --mask_folder: score the hole (black) pixels or the known (white) ones")
+    parser.add_argument("--average", choices=("image", "clip", "frame"), default="image",
+                        help="image: mean over files; clip/frame: clip folders gt/CLIP/FRAME.png, mean over each "
+                             "clip's frames then over clips (clip) or over all frames (frame), plus metrics_per_clip.csv")
     parser.add_argument("--out", help="write metrics.csv (one row per image) and metrics.json to this folder")
     parser.add_argument("--batch_size", type=int, default=8, help="images per network batch (LPIPS, FID/KID)")
     parser.add_argument("--device", default="auto", help="device for the networks: auto, cpu, cuda, cuda:1 ...")
@@ -83,11 +92,15 @@ def main(argv: list[str] | None = None) -> int:
         lpips_weights=args.lpips_weights,
         fid_weights=args.fid_weights,
         progress=not args.quiet,
+        mask_folder=args.mask_folder,
+        mask_region=args.mask_region,
+        average=args.average,
     )
     print(result.table(per_image=not args.summary_only))
     if args.out:
         csv_path, json_path = write_reports(result, args.out)
-        print(f"wrote {csv_path} and {json_path}")
+        clips = f" and {csv_path.parent / 'metrics_per_clip.csv'}" if result.per_clip else ""
+        print(f"wrote {csv_path}, {json_path}{clips}")
     return 0
 
 

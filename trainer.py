@@ -25,18 +25,19 @@ import shutil
 import signal
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from utils.atomic import atomic_dir, recover_dir
 from utils.errors import ConfigError, DataError, RestorelabError, run_cli
 
 EXIT_REQUEUE = 75  # os.EX_TEMPFAIL: Slurm scripts requeue on it
 CHECKPOINT_RE = re.compile(r"checkpoint-(\d+)")
 STATE_FILE = "trainer_state.json"
 EMA_FILE = "ema.safetensors"
+MODEL_STATE_FILE = "model_state.json"  # the model's own state (phase, counters...): BaseModel.state_dict
 PREEMPT_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 
 
@@ -120,21 +121,32 @@ class TrainStream:
             epoch, first = epoch + 1, 0
 
 
-PSF_KEYS = ("psf", "basis_psfs", "basis_coef")
-
-
-def dataset_options(options: dict, keywords: list[str], seed: int, batch_keys: tuple[str, ...]) -> dict:
+def dataset_options(options: dict, keywords: list[str], seed: int, batch_keys: tuple[str, ...],
+                    split: str | None = None) -> dict:
     """Constructor keywords of a dataset: the YAML mapping plus what the experiment implies,
-    for datasets that take them and where the YAML leaves them unset:
+    for datasets that take them:
 
-    * ``seed``: the experiment ``seed`` (training randomness comes from (seed, epoch, index));
+    * ``phase``: the split (``train``/``val``/``test``), so a validation set is never cropped or
+      flipped at random. A YAML ``phase`` that contradicts the split is a ConfigError; ``val``
+      and ``test`` are the same fixed evaluation, so either is accepted on either of those splits
+      (``test: ${datasets.val}`` keeps working);
+    * ``seed``: the experiment ``seed`` (training randomness comes from (seed, epoch, index)),
+      where the YAML leaves it unset;
     * ``psf_keys``: the PSF entries (psf, basis_psfs, basis_coef) the model's networks read
       (their ``input_keys``), so a PSF-aware network gets them without extra YAML.
     """
+    from dataset.psf_keys import psf_keys_for
+
     options = dict(options)
+    if split is not None and "phase" in keywords:
+        given = options.get("phase")
+        if given is not None and given != split and "train" in (given, split):
+            raise ConfigError(f"datasets.{split}.phase is {given!r} but the dataset is the {split!r} split; "
+                              f"remove phase (the trainer sets it from the split)")
+        options["phase"] = split
     if "seed" in keywords and "seed" not in options:
         options["seed"] = seed
-    wanted = [k for k in batch_keys if k in PSF_KEYS]
+    wanted = psf_keys_for(batch_keys)
     if wanted and "psf_keys" in keywords and options.get("psf_keys") is None:
         options["psf_keys"] = wanted
     return options
@@ -166,107 +178,7 @@ class MarkBadSamples(torch.utils.data.Dataset):
         return sample
 
 
-def shard_indices(n: int, rank: int, world: int) -> list[int]:
-    """Evaluation shard of one process: every ``world``-th image, no padding or duplicates."""
-    return list(range(rank, n, world))
-
-
-# ---------------------------------------------------------------------------------------------
-# Scoring (utils.metrics; predictions quantised exactly like a saved 8-bit PNG)
-
-
-def quantize_uint8(x: torch.Tensor) -> torch.Tensor:
-    """Clamp to [0, 1] and round to the 256 levels a saved PNG holds (float64 rounding, as
-    utils.image_io.quantize does), returned as float32 values k/255."""
-    return (torch.round(x.detach().double().clamp(0.0, 1.0) * 255.0) / 255.0).float()
-
-
-def score(pred: torch.Tensor, gt: torch.Tensor, names: tuple[str, ...], crop_border: int,
-          test_y_channel: bool) -> dict[str, torch.Tensor]:
-    """Per-image metric values (Tensor[B] each) by utils.metrics on 8-bit levels (clamped and
-    rounded exactly as the saved PNG), the numbers calculate_metrics.py gives on the files."""
-    from utils.metrics import compute_metrics
-
-    return compute_metrics(pred, gt, names=names, crop_border=crop_border, test_y_channel=test_y_channel,
-                           round_to_uint8=True)
-
-
-def higher_is_better(name: str) -> bool:
-    from utils.metrics import higher_is_better as direction
-
-    return direction(name)
-
-
-def output_name(key: str) -> str:
-    """Relative PNG path of a sample's output: ``"sub/img_01.jpg"`` -> ``"sub/img_01.png"``."""
-    from utils.image_io import IMAGE_EXTENSIONS
-
-    path = Path(str(key))
-    if path.is_absolute() or ".." in path.parts:
-        path = Path(*[p for p in path.parts if p not in ("..", path.anchor)])
-    if path.suffix.lower() in IMAGE_EXTENSIONS:
-        path = path.with_suffix("")
-    return path.as_posix() + ".png"
-
-
-def write_metrics_files(folder: Path, per_image: dict[str, dict[str, float]], names: tuple[str, ...],
-                        crop_border: int, test_y_channel: bool, source: dict) -> dict[str, float]:
-    """``metrics.json`` ({"convention", "mean", "per_image", ...}) and ``metrics.csv`` through the
-    writer calculate_metrics.py uses (same shapes, same inf handling); returns the means."""
-    from utils.metrics.folders import EvaluationResult, convention_record, write_reports
-
-    mean = mean_over_images(per_image, names)
-    inf_counts = {n: c for n in names if (c := sum(math.isinf(v[n]) for v in per_image.values()))}
-    convention = convention_record(list(names), crop_border, test_y_channel, True, None)
-    convention.update({"toolbox": "restorelab trainer.py (BasicSR convention, the code calculate_metrics.py runs)",
-                       **source, "n_images": len(per_image)})
-    write_reports(EvaluationResult(convention, per_image, mean, {}, inf_counts), folder)
-    return mean
-
-
-def mean_over_images(per_image: dict[str, dict[str, float]], names) -> dict[str, float]:
-    """Arithmetic mean per metric over images (an identical pair's PSNR = inf makes it inf)."""
-    return {n: float(np.mean([v[n] for v in per_image.values()])) for n in names}
-
-
-def _collated(loader, batch_size: int):
-    """Iterate ``loader``; images of different sizes in one batch become a clear DataError."""
-    iterator = iter(loader)
-    while True:
-        try:
-            yield next(iterator)
-        except StopIteration:
-            return
-        except RuntimeError as exc:
-            if "equal size" in str(exc) or "same size" in str(exc):
-                raise DataError(f"val.batch_size={batch_size} needs images of one size; these differ "
-                                f"(use val.batch_size=1)") from exc
-            raise
-
-
-def image_grid(*images: torch.Tensor) -> np.ndarray:
-    """C×H×W tensors side by side (input | output | ground truth) as an H×W×3 uint8 array."""
-    height = max(im.shape[-2] for im in images)
-    tiles = []
-    for im in images:
-        im = im.detach().float().cpu().clamp(0, 1)
-        if im.shape[0] == 1:
-            im = im.expand(3, -1, -1)
-        im = im[:3]
-        pad = height - im.shape[-2]
-        tiles.append(torch.nn.functional.pad(im, (0, 0, 0, pad)))
-    grid = torch.cat(tiles, dim=-1)
-    return np.round(grid.numpy().transpose(1, 2, 0) * 255.0).astype(np.uint8)
-
-
-@dataclass
-class Evaluation:
-    """Scores of one pass over an evaluation set (every process holds all of them)."""
-
-    mean: dict[str, float]
-    per_image: dict[str, dict[str, float]]   # output name -> metric -> value, sorted by name
-    grids: dict[str, np.ndarray]             # tracker image grids (main process)
-    skipped: list[str]                       # skip_bad_samples: errors of the images left out
+# Evaluation (sharding, scoring, averaging, metrics files, grids) lives in utils/evaluation.py.
 
 
 # ---------------------------------------------------------------------------------------------
@@ -283,40 +195,6 @@ def list_checkpoints(folder: Path) -> list[tuple[int, Path]]:
         if match and child.is_dir() and (child / STATE_FILE).is_file():
             found.append((int(match.group(1)), child))
     return sorted(found)
-
-
-def fsync_tree(folder: Path) -> None:
-    """Flush every file under ``folder`` and the folders themselves to disk, so a folder renamed
-    into place afterwards never shows empty or truncated files after a node crash."""
-    for path in sorted(folder.rglob("*"), reverse=True) + [folder]:
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def fsync_dir(folder: Path) -> None:
-    """Make a rename inside ``folder`` durable."""
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _replace_dir(tmp: Path, final: Path) -> None:
-    """Move a finished temporary folder into place (replacing an existing one)."""
-    fsync_tree(tmp)
-    old = final.with_name(f".old-{final.name}")
-    if old.exists():
-        shutil.rmtree(old)
-    if final.exists():
-        os.replace(final, old)
-    os.replace(tmp, final)
-    fsync_dir(final.parent)
-    if old.exists():
-        shutil.rmtree(old)
 
 
 def config_changes(saved: Path, cfg) -> list[str]:
@@ -374,6 +252,12 @@ class Trainer:
         self.mode = mode
         self.run_dir = cfg.run_dir
         self.ckpt_dir = self.run_dir / "checkpoints"
+        from accelerate.utils import set_seed
+
+        # The model first (identical on every process: same seed), so its DDP options reach the
+        # accelerator.
+        set_seed(cfg.seed)
+        self.model = create_model(cfg)
         self.accelerator = self._make_accelerator(make_trackers if mode == "train" else None)
         acc = self.accelerator
         self.is_main = acc.is_main_process
@@ -386,14 +270,11 @@ class Trainer:
             raise ConfigError(f"{self.run_dir} already holds checkpoints; pass --resume auto to continue it "
                               f"or choose another name")
 
-        from accelerate.utils import set_seed
-
-        set_seed(cfg.seed)
-        self.model = create_model(cfg)
         if mode == "train":
             self.model.setup_training()
-            if not self.model.optimizers:
-                raise ConfigError(f"network {cfg.network['type']} has no trainable parameters: nothing to train; "
+            if not self.model.trainable_networks():
+                kinds = ", ".join(type(self.model.network(n)).__name__.removesuffix("_arch") for n in self.model.networks)
+                raise ConfigError(f"network {kinds} has no trainable parameters: nothing to train; "
                                   f"evaluate it with -test (it runs as configured, without weights)")
         self.train_set = self._dataset("train") if mode == "train" else None
         self.val_set = self._dataset("val") if mode == "train" and cfg.datasets.val is not None else None
@@ -419,13 +300,14 @@ class Trainer:
 
         cfg, acc = self.cfg, self.accelerator
         self.emas = {}
-        if mode == "train" and cfg.train.ema_decay is not None:
+        settings = self.model.ema_settings() if mode == "train" else {}
+        if settings:
             from utils.ema import EMA
 
             if acc.distributed_type.name == "FSDP":
-                raise ConfigError("train.ema_decay is not supported with FSDP (each process holds only a shard "
-                                  "of the weights to average); set train.ema_decay=null")
-            self.emas = {n: EMA(self.model.network(n), cfg.train.ema_decay) for n in self.model.export_networks}
+                raise ConfigError("an EMA (train.ema_decay) is not supported with FSDP (each process holds only a "
+                                  "shard of the weights to average); set train.ema_decay=null")
+            self.emas = {n: EMA(self.model.network(n), s.decay, start_step=s.start_step) for n, s in settings.items()}
         # The networks were initialised alike on every process (seed above); what is drawn from the
         # global RNGs from now on (dropout, noise inside a model) differs between processes.
         from accelerate.utils import set_seed
@@ -452,6 +334,7 @@ class Trainer:
         self.step = 0
         self.best: dict = {"metric": cfg.val.best_metric, "value": None, "step": None}
         self.bad_samples: dict[str, int] = {}  # skip_bad_samples: error -> times a sample stood in
+        self.last_validation: tuple[int, dict] | None = None  # (step, means) of the latest validation (model cards)
         if self.resume_from is not None:
             self._load_checkpoint(self.resume_from)
 
@@ -463,10 +346,10 @@ class Trainer:
         import gc
 
         model = getattr(self, "model", None)
-        if model is not None and model.accelerator is not None:
-            for name in list(model.networks):
-                model.networks[name] = self.accelerator.unwrap_model(model.networks[name])
-        self.accelerator.free_memory()
+        if model is not None:
+            model.release()
+        if getattr(self, "accelerator", None) is not None:
+            self.accelerator.free_memory()
         gc.collect()
         _shutdown_distributed()
 
@@ -484,8 +367,14 @@ class Trainer:
         AcceleratorState._reset_state()
         GradientState._reset_state()
         trackers = make_trackers(cfg.report_to, cfg.name, cfg.run_dir / "logs") if make_trackers else None
+        handlers = []
+        if self.model.ddp_kwargs():
+            from accelerate.utils import DistributedDataParallelKwargs
+
+            handlers.append(DistributedDataParallelKwargs(**self.model.ddp_kwargs()))
         return Accelerator(
             cpu=cpu,
+            kwargs_handlers=handlers,
             mixed_precision=cfg.train.mixed_precision,
             gradient_accumulation_plugin=GradientAccumulationPlugin(num_steps=cfg.train.grad_accum,
                                                                     sync_with_dataloader=False),
@@ -502,7 +391,7 @@ class Trainer:
         if options is None:
             raise ConfigError(f"datasets.{split} is not set (needed for {'training' if split == 'train' else split})")
         options = dataset_options(options.to_dict(), keyword_names(DATASETS.get(options["type"]).__init__),
-                                  self.cfg.seed, self.model.batch_keys())
+                                  self.cfg.seed, self.model.batch_keys(), split=split)
         try:
             data = create_dataset(options)
         except (TypeError, ValueError) as exc:
@@ -550,8 +439,7 @@ class Trainer:
                 if child.name.startswith(".tmp-"):
                     shutil.rmtree(child, ignore_errors=True)
         for name in ("best", "last"):
-            for stale in (self.run_dir / f".tmp-{name}", self.run_dir / f".old-{name}"):
-                shutil.rmtree(stale, ignore_errors=True)
+            recover_dir(self.run_dir / name)
 
     def _load_test_weights(self, weights: str | None) -> None:
         candidates = [Path(weights)] if weights else []
@@ -576,36 +464,44 @@ class Trainer:
     def save_checkpoint(self) -> Path:
         """Accelerate state + trainer state + EMA into ``checkpoint-{step}``, written under a
         temporary name and renamed when complete; then keep only the newest N."""
+        from contextlib import nullcontext
+
         acc = self.accelerator
         final = self.ckpt_dir / f"checkpoint-{self.step}"
         tmp = self.ckpt_dir / f".tmp-checkpoint-{self.step}"
         if self.is_main:
             self.ckpt_dir.mkdir(parents=True, exist_ok=True)
-            shutil.rmtree(tmp, ignore_errors=True)
-        acc.wait_for_everyone()
-        acc.save_state(str(tmp))  # every process writes its own RNG state
-        acc.wait_for_everyone()   # ... before the folder is completed and renamed
+        # The main process owns the temporary folder (utils.atomic.atomic_dir: renamed into place,
+        # replacing a checkpoint of the same step, only when the block completes); every process
+        # writes its own RNG state into it.
+        with (atomic_dir(final, tmp=tmp) if self.is_main else nullcontext(tmp)) as folder:
+            acc.wait_for_everyone()        # the folder exists
+            acc.save_state(str(folder))
+            acc.wait_for_everyone()        # ... every process has written before it is completed
+            if self.is_main:
+                self._write_checkpoint_extras(folder)
         if self.is_main:
-            if self.emas:
-                from safetensors.torch import save_file
-
-                tensors = {f"{n}.{k}": v.detach().cpu().contiguous() for n, e in self.emas.items() for k, v in e.shadow.items()}
-                meta = {n: json.dumps({"decay": e.decay, "num_updates": e.num_updates}) for n, e in self.emas.items()}
-                save_file(tensors, str(tmp / EMA_FILE), metadata=meta)
-            state = {"step": self.step, "best": self.best, "num_processes": acc.num_processes,
-                     "batch_size": self.cfg.train.batch_size, "grad_accum": self.cfg.train.grad_accum,
-                     "bad_samples": self.bad_samples}
-            (tmp / STATE_FILE).write_text(json.dumps(state, indent=2) + "\n")  # last: marks it complete
-            fsync_tree(tmp)
-            if final.exists():  # e.g. preempted right after the scheduled checkpoint of this step
-                shutil.rmtree(final)
-            os.replace(tmp, final)
-            fsync_dir(self.ckpt_dir)
             for _, old in list_checkpoints(self.ckpt_dir)[: -self.cfg.train.keep_checkpoints]:
                 shutil.rmtree(old, ignore_errors=True)
         acc.wait_for_everyone()
         self.log.info(f"step {self.step}: saved checkpoint {final}")
         return final
+
+    def _write_checkpoint_extras(self, tmp: Path) -> None:
+        """EMA, the model's own state and, last (it marks the checkpoint complete), the trainer state."""
+        acc = self.accelerator
+        if self.emas:
+            from safetensors.torch import save_file
+
+            tensors = {f"{n}.{k}": v.detach().cpu().contiguous() for n, e in self.emas.items() for k, v in e.shadow.items()}
+            meta = {n: json.dumps({"decay": e.decay, "num_updates": e.num_updates, "start_step": e.start_step})
+                    for n, e in self.emas.items()}
+            save_file(tensors, str(tmp / EMA_FILE), metadata=meta)
+        (tmp / MODEL_STATE_FILE).write_text(json.dumps(self.model.state_dict(), indent=2) + "\n")
+        state = {"step": self.step, "best": self.best, "num_processes": acc.num_processes,
+                 "batch_size": self.cfg.train.batch_size, "grad_accum": self.cfg.train.grad_accum,
+                 "bad_samples": self.bad_samples}
+        (tmp / STATE_FILE).write_text(json.dumps(state, indent=2) + "\n")  # last: marks it complete
 
     def _load_checkpoint(self, path: Path) -> None:
         acc = self.accelerator
@@ -624,9 +520,13 @@ class Trainer:
             with safe_open(str(file), framework="pt") as f:
                 meta = f.metadata()
                 for name, ema in self.emas.items():
+                    if name not in meta:
+                        raise ConfigError(f"cannot resume from {path}: its EMA holds no network '{name}'")
                     info = json.loads(meta[name])
                     shadow = {k: f.get_tensor(f"{name}.{k}") for k in ema.shadow}
                     ema.load_state_dict({"decay": ema.decay, "num_updates": info["num_updates"], "shadow": shadow})
+        model_state = path / MODEL_STATE_FILE
+        self.model.load_state_dict(json.loads(model_state.read_text()) if model_state.is_file() else {})
         self.step = int(state["step"])
         self.best = state["best"]
         self.bad_samples = dict(state.get("bad_samples", {}))
@@ -641,20 +541,38 @@ class Trainer:
         when EMA is on), written to a temporary folder and swapped in."""
         acc = self.accelerator
         final = self.run_dir / name
-        tmp = self.run_dir / f".tmp-{name}"
         acc.wait_for_everyone()
         with self._ema_weights():
             # Every process takes part (with sharded weights, FSDP, this gathers them); the main one writes.
-            states = {n: acc.get_state_dict(self.model.networks[n]) for n in self.model.export_networks}
+            states = self.model.export_state_dicts()
             if self.is_main:
-                shutil.rmtree(tmp, ignore_errors=True)
-                self.model.save_pretrained(tmp, state_dicts=states)
-        if self.is_main:
-            if extra is not None:
-                (tmp / "restorelab.json").write_text(json.dumps(extra, indent=2) + "\n")
-            _replace_dir(tmp, final)
+                with atomic_dir(final) as tmp:
+                    self.model.save_pretrained(tmp, state_dicts=states)
+                    if extra is not None:
+                        (tmp / "restorelab.json").write_text(json.dumps(extra, indent=2) + "\n")
+                    latest = self.last_validation  # metrics of exactly these weights, or none
+                    self._write_model_card(tmp, (extra or {}).get("mean") or
+                                           (latest[1] if latest and latest[0] == self.step else None))
         acc.wait_for_everyone()
         return final
+
+    def _write_model_card(self, folder: Path, metrics: dict | None) -> None:
+        """``README.md`` of best/ or last/ (utils.model_card): network, task, data, validation
+        metrics with their convention, how to load; uploaded with the weights by push_to_hub."""
+        from utils.model_card import model_card_info, write_model_card
+
+        cfg, v = self.cfg, self.cfg.val
+        datasets = {split: getattr(cfg.datasets, split)["type"] for split in ("train", "val")
+                    if getattr(cfg.datasets, split) is not None}
+        info = model_card_info(self.model.network(self.model.export_networks[0]))
+        info.update({"name": cfg.name, "task": cfg.model_type, "step": self.step,
+                     "data": ", ".join(f"{k}: {t}" for k, t in datasets.items()) or None,
+                     "metrics": metrics or {},
+                     "metric_convention": f"8-bit outputs, crop_border {v.crop_border}, "
+                                          f"{'Y (BT.601)' if v.test_y_channel else 'RGB'}, mean per {v.average}"
+                                          f"{' (EMA weights)' if self.emas else ''}",
+                     "repo_id": cfg.hub_model_id})
+        write_model_card(folder, info)
 
     def _ema_weights(self):
         """Context: exported networks hold their EMA weights (no-op without EMA)."""
@@ -667,71 +585,23 @@ class Trainer:
 
     # -- evaluation -------------------------------------------------------------------------
     @torch.no_grad()
-    def evaluate(self, dataset, save_dir: Path | None = None, log_images: int = 0, desc: str = "val") -> "Evaluation":
-        """Score every image of ``dataset`` (sharded over processes, gathered without padding).
-
-        Predictions are clamped and rounded to 8 bits before scoring, so the numbers equal
-        calculate_metrics.py on the saved PNGs. An unreadable image stops every process with its
-        error, or with ``skip_bad_samples: true`` is left out and listed in ``skipped``."""
-        from accelerate.utils import gather_object
-        from torch.utils.data import DataLoader
-        from tqdm import tqdm
-
-        from utils.image_io import write_image
+    def evaluate(self, dataset, save_dir: Path | None = None, log_images: int = 0, desc: str = "val"):
+        """Score every sample of ``dataset`` with the (EMA) networks: ``utils.evaluation.Evaluator``
+        (sharded over processes, 8-bit outputs, the numbers of calculate_metrics.py on the PNGs)."""
+        from utils.evaluation import Evaluator, SharedEvaluationError
         from utils.workers import default_num_workers
 
-        acc, v = self.accelerator, self.cfg.val
-        indices = shard_indices(len(dataset), acc.process_index, acc.num_processes)
-        batches = [indices[i: i + v.batch_size] for i in range(0, len(indices), v.batch_size)]
-        loader = DataLoader(dataset, batch_sampler=batches, num_workers=default_num_workers(self.cfg.train.num_workers))
-        tile = (v.patch_size, v.overlap) if v.patched else None
-        rows, skipped, grids, error = [], [], {}, None
-        self.model.eval()
+        evaluator = Evaluator(self.cfg.val, self.accelerator,
+                              num_workers=default_num_workers(self.cfg.train.num_workers),
+                              to_device=self._to_device, error_text=error_line)
         try:
             with self._ema_weights():
-                for batch in tqdm(_collated(loader, v.batch_size), desc=desc, leave=False, disable=not self.is_main,
-                                  dynamic_ncols=True):
-                    batch = self._to_device(batch)
-                    with acc.autocast():
-                        pred = self.model.predict(batch, tile=tile)
-                    pred_q = quantize_uint8(pred.float())
-                    gt_q = quantize_uint8(batch["gt"])
-                    values = score(pred_q, gt_q, v.metrics, v.crop_border, v.test_y_channel)
-                    keys = [str(k) for k in batch["key"]] if "key" in batch else [str(i) for i in range(len(pred))]
-                    bad = batch.get("bad_sample", [""] * len(keys))
-                    for b, key in enumerate(keys):
-                        if bad[b]:  # a stand-in for an unreadable image: scored nowhere
-                            skipped.append(bad[b])
-                            continue
-                        image = output_name(key)
-                        rows.append((image, {m: float(values[m][b]) for m in v.metrics}))
-                        if save_dir is not None:
-                            write_image(save_dir / image, pred_q[b])
-                        if self.is_main and len(grids) < log_images:
-                            panels = [batch["lq"][b], pred_q[b], batch["gt"][b]] if "lq" in batch else [pred_q[b], batch["gt"][b]]
-                            grids[f"{desc}/{len(grids)}"] = image_grid(*panels)
-        except DataError as exc:
-            error = error_line(exc)  # told to every process below, so none waits for the others
-        finally:
-            self.model.train()
-        if acc.num_processes > 1:
-            shards = gather_object([(rows, skipped, error)])
-            error = next((e for _, _, e in shards if e is not None), None)
-            rows = [row for r, _, _ in shards for row in r]
-            skipped = [reason for _, s, _ in shards for reason in s]
-        if error is not None:
-            self.log.error(f"{desc}: {error}")
-            raise SharedDataError(f"{desc}: {error}")
-        per_image = {}
-        for image, values in rows:
-            if image in per_image:
-                raise DataError(f"two {desc} samples share the output name {image}; dataset keys must be unique")
-            per_image[image] = values
-        per_image = dict(sorted(per_image.items()))
-        if not per_image:
-            raise DataError(f"{desc}: no image could be read ({len(skipped)} skipped, first: {skipped[0]})")
-        self._note_skipped(skipped, desc)
-        return Evaluation(mean_over_images(per_image, v.metrics), per_image, grids, sorted(set(skipped)))
+                result = evaluator.run(self.model, dataset, save_dir, log_images, desc)
+        except SharedEvaluationError as exc:
+            self.log.error(str(exc))
+            raise SharedDataError(str(exc)) from None
+        self._note_skipped(result.skip_events, desc)
+        return result
 
     def _to_device(self, batch: dict) -> dict:
         device = self.accelerator.device
@@ -745,21 +615,22 @@ class Trainer:
         return {k: move(t) for k, t in batch.items()}
 
     def validate(self) -> dict[str, float]:
+        from utils.evaluation import Evaluator, mean_text
+        from utils.metrics import higher_is_better
         from utils.trackers import log_images
 
         v = self.cfg.val
         folder = self.run_dir / "results" / "val" / f"step-{self.step}"
         result = self.evaluate(self.val_set, folder if v.save_images else None, v.log_images)
-        mean, per_image, grids = result.mean, result.per_image, result.grids
+        mean = result.mean
+        self.last_validation = (self.step, mean)
         if self.is_main:
-            write_metrics_files(folder, per_image, v.metrics, v.crop_border, v.test_y_channel,
-                                {"split": "datasets.val", "step": self.step, "ema": bool(self.emas),
-                                 **({"skipped_bad_samples": result.skipped} if result.skipped else {})})
+            Evaluator(v, self.accelerator).write(folder, result, {"split": "datasets.val", "step": self.step,
+                                                                  "ema": bool(self.emas)})
         self.accelerator.log({f"val/{m}": x for m, x in mean.items()}, step=self.step)
-        log_images(self.accelerator, grids, self.step)
-        text = ", ".join(f"{m} {x:.4f}" for m, x in mean.items())
+        log_images(self.accelerator, result.grids, self.step)
         left_out = f" ({len(result.skipped)} unreadable left out)" if result.skipped else ""
-        self.log.info(f"step {self.step}: validation over {len(per_image)} images{left_out}: {text}")
+        self.log.info(f"step {self.step}: validation over {result.describe()}{left_out}: {mean_text(mean)}")
 
         value = mean[v.best_metric]
         better = higher_is_better(v.best_metric)
@@ -792,8 +663,7 @@ class Trainer:
         cfg, acc, t = self.cfg, self.accelerator, self.cfg.train
         acc.init_trackers(cfg.name)
         log_config(acc, config_to_dict(cfg), config_to_yaml(cfg))
-        n_params = sum(p.numel() for n in self.model.export_networks for p in self.model.network(n).parameters())
-        self.log.info(f"run {self.run_dir} | {cfg.network['type']} ({n_params:,} parameters) | "
+        self.log.info(f"run {self.run_dir} | {self.model.describe()} | "
                       f"{acc.num_processes} process(es) on {acc.device} | global batch "
                       f"{t.batch_size} x {acc.num_processes} x {t.grad_accum} | {len(self.train_set)} training samples")
 
@@ -810,11 +680,12 @@ class Trainer:
             sums: dict[str, torch.Tensor] = {}  # logged values summed since the last log line
             steps_since_log = 0
             while self.step < t.max_steps:
+                self.model.begin_step(self.step)
                 for batch in self._next_batches(stream):
                     batch = self._to_device(batch)
                     with self.model.accumulate():
                         try:
-                            logs = self.model.training_step(batch)
+                            logs = self.model.training_step(batch, self.step)
                         except NonFiniteLossError as exc:
                             raise self._nan_error(exc) from None
                     for k, val in logs.items():
@@ -822,7 +693,7 @@ class Trainer:
                 self.step += 1
                 steps_since_log += 1
                 for name, ema in self.emas.items():
-                    ema.update(self.model.network(name))
+                    ema.update(self.model.network(name), step=self.step)
                 stop = self._any_process(self._stop_signal is not None)
                 if self.step % t.log_every == 0 or self.step == t.max_steps or stop:
                     self._log_train({k: v / steps_since_log for k, v in sums.items()}, bar)
@@ -906,11 +777,11 @@ class Trainer:
             if acc.num_processes > 1:
                 val = acc.reduce(val, reduction="mean")
             values[f"train/{k}"] = float(val)
-        values["train/lr"] = self.model.current_lr()
+        values.update({f"train/{k}": v for k, v in self.model.current_lrs().items()})
         acc.log(values, step=self.step)
         loss = values.get("train/loss")
-        bar.set_postfix({"loss": f"{loss:.4g}" if loss is not None else "-", "lr": f"{values['train/lr']:.3g}"},
-                        refresh=False)
+        lr = values.get("train/lr", next((v for k, v in values.items() if k.startswith("train/lr")), 0.0))
+        bar.set_postfix({"loss": f"{loss:.4g}" if loss is not None else "-", "lr": f"{lr:.3g}"}, refresh=False)
         self.log.info(f"step {self.step}: " + ", ".join(f"{k[6:]} {x:.6g}" for k, x in values.items()))
 
     def _nan_error(self, exc) -> TrainingError:
@@ -923,19 +794,18 @@ class Trainer:
 
     # -- test -------------------------------------------------------------------------------
     def test(self) -> dict[str, float]:
-        v = self.cfg.val
+        from utils.evaluation import Evaluator, mean_text
+
         folder = self.run_dir / "results" / "test"
-        self.log.info(f"testing {self.weights_path} on {len(self.test_set)} images -> {folder}")
+        self.log.info(f"testing {self.weights_path} on {len(self.test_set)} samples -> {folder}")
         result = self.evaluate(self.test_set, folder, desc="test")
-        mean, per_image = result.mean, result.per_image
         if self.is_main:
-            write_metrics_files(folder, per_image, v.metrics, v.crop_border, v.test_y_channel,
-                                {"split": "datasets.test", "weights": str(self.weights_path),
-                                 **({"skipped_bad_samples": result.skipped} if result.skipped else {})})
+            Evaluator(self.cfg.val, self.accelerator).write(folder, result, {"split": "datasets.test",
+                                                                            "weights": str(self.weights_path)})
             left_out = f" ({len(result.skipped)} unreadable left out)" if result.skipped else ""
-            self.log.info(f"test over {len(per_image)} images{left_out}: " + ", ".join(f"{m} {x:.4f}" for m, x in mean.items()))
+            self.log.info(f"test over {result.describe()}{left_out}: {mean_text(result.mean)}")
         self.accelerator.wait_for_everyone()
-        return mean
+        return result.mean
 
 
 # ---------------------------------------------------------------------------------------------

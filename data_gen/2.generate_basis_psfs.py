@@ -4,7 +4,7 @@
     python data_gen/2.generate_basis_psfs.py --psf_data_path DIR [--n_basis K | --energy E] [--method pca|svd]
 
 Figures (psf_grid.png, basis_psfs.png, basis_coef.png, explained_energy.png) go next to the file.
-The math is in utils/pca.py; see docs/optics.md.
+The math is in psf/basis.py; see docs/optics.md.
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from psf.output import OneLineParser  # noqa: E402
 from utils.errors import run_cli  # noqa: E402
-from utils.pca import BASIS_METHODS  # noqa: E402
+from psf.basis import BASIS_METHODS  # noqa: E402
 
 
 def parse_args(argv=None):

@@ -5,7 +5,9 @@
 Writes ``data/{split}-XXXXX-of-XXXXX.parquet`` (``gt``/``lq`` images + metadata), ``README.md``
 (dataset card), ``psfs/psfs.h5`` (the PSF file used; with several ``--psf_data_path``,
 ``psfs/NN-<name>.h5`` each) and ``generation.json`` (the manifest).
-Same arguments -> identical bytes. Interrupted runs resume where they stopped. For a Slurm
+With ``--scenes layered`` and a depth-aware PSF file (step 1 with ``--object_distance_m D1 D2 ...``)
+it writes synthetic layered RGB-D scenes instead: ``gt``, ``lq`` and a ``depth`` map per sample
+(data_gen/depth_dataset.py). Same arguments -> identical bytes. Interrupted runs resume where they stopped. For a Slurm
 job array run task i with ``--task_index i --num_tasks n``, then once ``--merge --out DIR``.
 See docs/data_generation.md.
 """
@@ -61,6 +63,13 @@ def parse_args(argv=None) -> argparse.Namespace:
                     help="blur linear light (physically right, default) or the sRGB values")
     dg.add_argument("--method", default="full", choices=("full", "basis", "tiles"),
                     help="renderer: full (exact, default), basis (the file's low-rank basis), tiles (piecewise constant)")
+    ly = p.add_argument_group("layered RGB-D scenes (depth-aware PSF files)")
+    ly.add_argument("--scenes", default="crops", choices=("crops", "layered"),
+                    help="crops: flat crops of the images (default); layered: synthetic scenes of objects at several "
+                         "depths, blurred per depth with occlusion, a depth map stored with each sample")
+    ly.add_argument("--n_scenes", default="train=90,validation=10", metavar="SPLIT=N,...",
+                    help="layered: scenes per split (default: %(default)s)")
+    ly.add_argument("--max_objects", type=int, default=3, help="layered: objects in front of the background (1..N, default 3)")
     rn = p.add_argument_group("running")
     rn.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1), help="processes (default: up to 2)")
     rn.add_argument("--task_index", type=int, default=0, help="this task's index in a job array (0-based)")
@@ -111,11 +120,40 @@ def _split_names(items: list[str]) -> dict[str, list[str]]:
     return out
 
 
+def _layered(args, out: Path) -> int:
+    import shlex
+
+    from data_gen.depth_dataset import DepthSceneConfig, build_depth_dataset
+
+    if args.merge or args.num_tasks > 1:
+        raise ConfigError("--scenes layered runs as one task (no --merge / --num_tasks)")
+    if len(args.psf_data_path) != 1:
+        raise ConfigError("--scenes layered takes one depth-aware --psf_data_path")
+    counts = {}
+    for name, frac in _splits(args.n_scenes).items():
+        if frac != int(frac) or frac < 1:
+            raise ConfigError(f"--n_scenes: {name}={frac:g} is not a positive whole number of scenes")
+        counts[name] = int(frac)
+    cfg = DepthSceneConfig(
+        psf_data_path=args.psf_data_path[0], images=args.images, splits=counts, seed=args.seed,
+        max_objects=args.max_objects, noise=args.noise,
+        sigma=_range(args.sigma, "sigma") if args.noise == "gaussian" else (0.0, 0.0),
+        photons=_range(args.photons, "photons") if args.noise == "poisson_gaussian" else (0.0, 0.0),
+        read_noise=_range(args.read_noise, "read_noise") if args.noise == "poisson_gaussian" else (0.0, 0.0),
+        boundary=args.boundary, render_space=args.render_space,
+        command=shlex.join(["python", "data_gen/3.generate_dataset_synthetic.py", *sys.argv[1:]]))
+    build_depth_dataset(cfg, out)
+    print(f"dataset complete: {out}")
+    return 0
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from data_gen.synthetic_dataset import GenerationConfig, finalize, generate
+    from data_gen.step3_writer import GenerationConfig, finalize, generate
 
     out = Path(args.out)
+    if args.scenes == "layered":
+        return _layered(args, out)
     if args.merge:
         finalize(out)
         print(f"dataset complete: {out}")

@@ -5,28 +5,38 @@ seeded by ``(seed, epoch, index)`` (:func:`sample_generator`), never from a glob
 a resumed run, any number of DataLoader workers and any process count see identical samples.
 The trainer calls ``set_epoch(epoch)`` at the start of every epoch.
 
-``phase`` decides what a sample looks like:
+``phase`` decides what a sample looks like (the trainer sets it from the split):
 
-* ``train``: a random ``crop_size`` crop (aligned in gt, lq and the PSF maps), then random
-  horizontal/vertical flips (``use_flip``) and a random transpose (``use_rot``; with flips this
-  covers all 8 rotations/reflections).
+* ``train``: a random ``crop_size`` crop (in lq pixels; aligned in gt, lq and every keyed
+  entry, gt at ``scale``× the position), then random horizontal/vertical flips (``use_flip``),
+  a random transpose (``use_rot``; with flips this covers all 8 rotations/reflections) and,
+  for clips, a random time reversal (``time_reverse``).
 * ``val`` / ``test``: no randomness; the full image, or the centre ``crop_size`` crop when set.
 
-Subclasses implement ``__len__``, ``load_pair(index) -> (gt, lq, key)`` (H×W×C float32
-arrays or C×H×W tensors); with PSF keys, ``psf_attacher`` and ``psf_field_name(index)``
-(which PSF field degraded the sample); ``finish_sample`` edits a sample after crop and flips
-(the synthetic dataset adds its noise there).
+A sample is a dict of keyed tensors with declared layouts (``dataset.transforms``): ``gt`` and
+``lq`` are images (C×H×W) or clips (T×C×H×W), ``gt`` ``scale``× larger than ``lq`` along H and
+W; subclasses may add entries (``mask``, ``ref``, per-sample parameters) with their layouts in
+``self.layouts``. One :class:`~dataset.transforms.KeyedTransform` moves them all in alignment.
+
+Subclasses implement ``__len__`` and either ``load_pair(index) -> (gt, lq, key)`` (H×W×C
+float32 arrays, T×H×W×C arrays for clips, or C×H×W / T×C×H×W tensors) or, for samples with
+more entries or randomness of their own, ``load_sample(index, generator) -> dict``; with PSF
+keys, ``psf_attacher`` and ``psf_field_name(index)`` (which PSF field degraded the sample);
+``finish_sample`` edits a sample after crop and flips (the synthetic dataset adds its noise there).
 """
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
 
+from dataset.transforms import Geometry, KeyedTransform, check_layouts
 from utils.errors import ConfigError, DataError
+
+__all__ = ["PHASES", "Geometry", "KeyedTransform", "PairedImageDataset", "as_chw", "as_size", "check_scale",
+           "sample_generator", "sample_seed"]
 
 logger = logging.getLogger(__name__)
 
@@ -59,64 +69,57 @@ def as_size(value, name: str) -> tuple[int, int] | None:
     return int(size[0]), int(size[1])
 
 
-@dataclass(frozen=True)
-class Geometry:
-    """Where a sample was cut from its image and how it was flipped.
-
-    Applied in this order: crop ``[top:top+height, left:left+width]``, then horizontal flip,
-    vertical flip, transpose (swap H and W). The same geometry is applied to gt, lq and
-    every per-pixel map; PSF kernels get the matching kernel transform (a flipped image was
-    blurred by the flipped PSF).
-    """
-
-    top: int
-    left: int
-    height: int
-    width: int
-    hflip: bool = False
-    vflip: bool = False
-    transpose: bool = False
-
-    @property
-    def is_identity_transform(self) -> bool:
-        return not (self.hflip or self.vflip or self.transpose)
-
-    def apply(self, x: torch.Tensor) -> torch.Tensor:
-        """Crop + flip a ``[..., H, W]`` tensor (images and per-pixel coefficient maps)."""
-        x = x[..., self.top:self.top + self.height, self.left:self.left + self.width]
-        return self.apply_transform(x)
-
-    def apply_transform(self, x: torch.Tensor) -> torch.Tensor:
-        """Flip/transpose only (no crop): also the transform for PSF kernels ``[..., k, k]``."""
-        if self.hflip:
-            x = x.flip(-1)
-        if self.vflip:
-            x = x.flip(-2)
-        if self.transpose:
-            x = x.transpose(-1, -2)
-        return x.contiguous()
-
-    def source_pixel(self, row: float, col: float) -> tuple[float, float]:
-        """Image (row, col) of a (possibly fractional) sample pixel (row, col)."""
-        if self.transpose:
-            row, col = col, row
-        h, w = self.height, self.width
-        if self.vflip:
-            row = h - 1 - row
-        if self.hflip:
-            col = w - 1 - col
-        return self.top + row, self.left + col
+def check_scale(scale) -> int:
+    if not isinstance(scale, int) or isinstance(scale, bool) or scale < 1:
+        raise ConfigError(f"scale must be a positive integer (gt pixels per lq pixel), got {scale!r}")
+    return scale
 
 
 def as_chw(img: np.ndarray | torch.Tensor) -> torch.Tensor:
-    """H×W×C array -> C×H×W float32 tensor; tensors are taken as C×H×W already."""
+    """H×W×C array -> C×H×W float32 tensor, T×H×W×C -> T×C×H×W; tensors are taken as C×H×W
+    (T×C×H×W) already."""
     if isinstance(img, torch.Tensor):
         return img.float()
-    return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))).float()
+    img = np.asarray(img)
+    if img.ndim == 3:
+        return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))).float()
+    if img.ndim == 4:
+        return torch.from_numpy(np.ascontiguousarray(img.transpose(0, 3, 1, 2))).float()
+    raise DataError(f"an image array must be H×W×C (or T×H×W×C for a clip), got shape {img.shape}")
+
+
+def image_layout(x: torch.Tensor, name: str, key: str) -> str:
+    """``image`` for C×H×W, ``clip`` for T×C×H×W (gt and lq)."""
+    if x.dim() == 3:
+        return "image"
+    if x.dim() == 4:
+        return "clip"
+    raise DataError(f"sample '{key}': {name} has shape {tuple(x.shape)}; expected C×H×W (image) or T×C×H×W (clip)")
+
+
+def check_pair_sizes(gt: torch.Tensor, lq: torch.Tensor, scale: int, key: str) -> None:
+    """gt must be ``scale``× lq along H and W (and as long in time when both are clips)."""
+    (gh, gw), (lh, lw) = gt.shape[-2:], lq.shape[-2:]
+    if (gh, gw) != (lh * scale, lw * scale):
+        if scale == 1:
+            raise DataError(f"sample '{key}': gt is {gw}x{gh} but lq is {lw}x{lh} (width x height); pairs must match")
+        raise DataError(f"sample '{key}': gt is {gw}x{gh} but lq is {lw}x{lh} (width x height); with scale {scale} "
+                        f"gt must be {lw * scale}x{lh * scale} (or lq {gw / scale:g}x{gh / scale:g})")
+    if gt.dim() == 4 and lq.dim() == 4 and gt.shape[0] != lq.shape[0]:
+        raise DataError(f"sample '{key}': gt has {gt.shape[0]} frames but lq has {lq.shape[0]}")
+
+
+def check_psf_scale(psf_keys, scale: int) -> None:
+    """PSF keys describe blur at the sensor's pixels; a ×scale pair has two pixel grids."""
+    if psf_keys and scale != 1:
+        raise ConfigError(f"psf_keys {list(psf_keys)} with scale {scale}: PSF keys are only available for "
+                          f"scale 1 (same-size gt and lq)")
 
 
 class PairedImageDataset(torch.utils.data.Dataset):
     """Base class: seeded aligned augmentation + bad-sample policy (see module docstring)."""
+
+    layouts: Mapping[str, str] = {}  # layouts of entries beyond gt/lq (e.g. {"mask": "mask"})
 
     def __init__(
         self,
@@ -127,6 +130,8 @@ class PairedImageDataset(torch.utils.data.Dataset):
         use_rot: bool,
         seed: int,
         skip_bad_samples: bool,
+        scale: int = 1,
+        time_reverse: bool = False,
     ):
         if phase not in PHASES:
             raise ConfigError(f"phase must be one of {', '.join(PHASES)}, got {phase!r}")
@@ -134,22 +139,38 @@ class PairedImageDataset(torch.utils.data.Dataset):
         self.crop_size = as_size(crop_size, "crop_size")
         self.use_flip = bool(use_flip)
         self.use_rot = bool(use_rot)
+        self.time_reverse = bool(time_reverse)
+        self.scale = check_scale(scale)
         self.seed = int(seed)
         self.skip_bad_samples = bool(skip_bad_samples)
         self.epoch = 0
         self.skipped: dict[str, str] = {}  # sample index -> reason (this process only)
         self.psf_attacher = None  # a dataset.psf_keys.PSFAttacher when PSF keys are requested
+        self.layouts = check_layouts(type(self).layouts)
 
     # -- subclass interface ----------------------------------------------------------------
     def load_pair(self, index: int) -> tuple[np.ndarray | torch.Tensor, np.ndarray | torch.Tensor, str]:
-        """(gt, lq, key): H×W×C float32 RGB arrays (or C×H×W tensors) in [0, 1] and a sample id."""
+        """(gt, lq, key): H×W×C float32 RGB arrays (T×H×W×C for clips, or C×H×W / T×C×H×W
+        tensors) in [0, 1], gt ``scale``× lq along H and W, and a sample id."""
         raise NotImplementedError
+
+    def load_sample(self, index: int, generator: torch.Generator) -> dict:
+        """The uncropped sample: ``gt``, ``lq`` (C×H×W or T×C×H×W tensors), ``key`` and any entry
+        declared in ``self.layouts``. Default: from :meth:`load_pair` (no draws)."""
+        gt, lq, key = self.load_pair(index)
+        return {"gt": as_chw(gt), "lq": as_chw(lq), "key": key}
 
     # -- public ------------------------------------------------------------------------------
     @property
     def random(self) -> bool:
         """Whether samples are random (training) or fixed (validation/test)."""
         return self.phase == "train"
+
+    @property
+    def transform(self) -> KeyedTransform:
+        """The geometry every key of a sample goes through (random in training only)."""
+        return KeyedTransform(self.crop_size, self.scale, self.use_flip, self.use_rot, self.time_reverse,
+                              random=self.random)
 
     def set_epoch(self, epoch: int) -> None:
         """Called by the trainer at each epoch start: reseeds every sample's augmentation."""
@@ -175,16 +196,19 @@ class PairedImageDataset(torch.utils.data.Dataset):
                     logger.warning("skipping bad sample %d (%d skipped so far): %s", candidate, len(self.skipped), exc)
         raise DataError(f"every one of the {len(self)} samples is unreadable (first: {next(iter(self.skipped.values()))})")
 
+    def sample_layouts(self, sample: Mapping) -> dict[str, str]:
+        """Layout of every tensor entry: gt/lq by their number of dims, the rest from ``self.layouts``."""
+        key = str(sample.get("key", "?"))
+        layouts = {name: image_layout(sample[name], name, key) for name in ("gt", "lq")}
+        return {**layouts, **self.layouts}
+
     def make_sample(self, index: int, rng_index: int | None = None) -> dict:
         """Load, crop and flip sample ``index`` (randomness from ``rng_index``'s generator)."""
         generator = self.generator(index if rng_index is None else rng_index)
-        gt, lq, key = self.load_pair(index)
-        gt, lq = as_chw(gt), as_chw(lq)
-        if gt.shape != lq.shape:
-            raise DataError(f"sample '{key}': gt is {gt.shape[-1]}x{gt.shape[-2]} but lq is "
-                            f"{lq.shape[-1]}x{lq.shape[-2]} (width x height); pairs must match")
-        geometry = self.draw_geometry(gt.shape[-2:], generator, key)
-        sample = {"gt": geometry.apply(gt), "lq": geometry.apply(lq), "key": key}
+        sample = self.load_sample(index, generator)
+        layouts = self.sample_layouts(sample)
+        check_pair_sizes(sample["gt"], sample["lq"], self.scale, sample["key"])
+        sample, geometry = self.transform(sample, layouts, generator)
         if self.psf_attacher is not None:
             self.psf_attacher.attach(sample, self.psf_field_name(index), geometry)
         self.finish_sample(sample, index, geometry, generator)
@@ -197,23 +221,6 @@ class PairedImageDataset(torch.utils.data.Dataset):
     def finish_sample(self, sample: dict, index: int, geometry: Geometry, generator: torch.Generator) -> None:
         """Hook for subclasses (noise...): edit ``sample`` in place after crop, flips and PSF keys."""
 
-    def draw_geometry(self, image_hw, generator: torch.Generator, key: str) -> Geometry:
-        """Crop box + flips for one sample, drawn in a fixed order from ``generator``."""
-        h, w = int(image_hw[0]), int(image_hw[1])
-        if self.crop_size is None:
-            ch, cw = h, w
-        else:
-            ch, cw = self.crop_size
-            if ch > h or cw > w:
-                raise DataError(f"sample '{key}' is {w}x{h} (width x height), smaller than crop_size "
-                                f"{cw}x{ch}; lower crop_size or remove the image")
-        if not self.random:
-            return Geometry((h - ch) // 2, (w - cw) // 2, ch, cw)
-        top = int(torch.randint(0, h - ch + 1, (1,), generator=generator))
-        left = int(torch.randint(0, w - cw + 1, (1,), generator=generator))
-        hflip = vflip = transpose = False
-        if self.use_flip:
-            hflip, vflip = (bool(b) for b in torch.rand(2, generator=generator) < 0.5)
-        if self.use_rot and ch == cw:  # a transpose must keep the batch shape
-            transpose = bool(torch.rand(1, generator=generator) < 0.5)
-        return Geometry(top, left, ch, cw, hflip, vflip, transpose)
+    def draw_geometry(self, image_hw, generator: torch.Generator, key: str, clip: bool = False) -> Geometry:
+        """Crop box (lq pixels) + flips for one sample, drawn in a fixed order from ``generator``."""
+        return self.transform.draw(image_hw, generator, key, clip=clip)

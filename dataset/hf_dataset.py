@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dataset.base import PairedImageDataset
+from dataset.base import PairedImageDataset, check_psf_scale
 from dataset.psf_keys import PSFAttacher, check_psf_keys, field_name_for, load_psf_fields
 from utils.errors import DataError
 from utils.image_io import decode_image, read_image
@@ -84,8 +84,8 @@ class HFDataset(PairedImageDataset):
         gt_key: gt                 # column holding the sharp image (Image feature)
         lq_key: lq                 # column holding the degraded input
         id_key: key                # column holding the sample id (absent -> "<split>/<index>")
-        phase: train               # train (random crop/flips) | val | test (fixed)
-        crop_size: 96              # train: random crop; val/test: centre crop; null: full image
+        phase: train               # train (random crop/flips) | val | test (fixed); the trainer sets it from the split
+        crop_size: 96              # in lq pixels; train: random crop; val/test: centre crop; null: full image
         use_flip: true
         use_rot: true
         seed: 0
@@ -95,6 +95,7 @@ class HFDataset(PairedImageDataset):
         psf_keys: []               # any of psf, basis_psfs, basis_coef (see dataset/psf_keys.py)
         psf_path: null             # PSF file/folder (default: the dataset's psfs/ folder)
         psf_file_key: psf_file     # column naming each sample's PSF file (datasets mixing fields)
+        scale: 1                   # gt pixels per lq pixel (×2 SR: gt 2× lq's width and height)
 
     Image columns are decoded with OpenCV (8- or 16-bit PNG, JPEG...) to float32 RGB [0, 1].
     """
@@ -117,11 +118,12 @@ class HFDataset(PairedImageDataset):
         psf_keys: list[str] | None = None,
         psf_path: str | None = None,
         psf_file_key: str = "psf_file",
+        scale: int = 1,
     ):
         import datasets
 
         super().__init__(phase=phase, crop_size=crop_size, use_flip=use_flip, use_rot=use_rot,
-                         seed=seed, skip_bad_samples=skip_bad_samples)
+                         seed=seed, skip_bad_samples=skip_bad_samples, scale=scale)
         self.path, self.split = str(path), split
         table = load_split(self.path, split, revision=revision, cache_dir=cache_dir)
         columns = list(table.column_names)
@@ -143,6 +145,7 @@ class HFDataset(PairedImageDataset):
         self.table = table
         self.psf_file_key = psf_file_key if psf_file_key in columns else None
         if check_psf_keys(psf_keys):
+            check_psf_scale(psf_keys, self.scale)
             fields = load_psf_fields(psf_path if psf_path is not None else psf_folder(self.path, revision))
             if self.psf_file_key is None and len(fields) > 1:
                 raise DataError(f"{self.path}: {len(fields)} PSF files ({', '.join(fields)}) but no "

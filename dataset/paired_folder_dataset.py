@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dataset.base import PairedImageDataset
+from dataset.base import PairedImageDataset, check_psf_scale
 from dataset.psf_keys import PSFAttacher, check_psf_keys, load_psf_fields
 from utils.errors import DataError
 from utils.image_io import list_images, read_image
@@ -49,14 +49,15 @@ class PairedFolderDataset(PairedImageDataset):
         root: datasets_out/mydata  # holds gt/ and lq/ (sub-folders allowed)
         gt_folder: gt              # relative to root, or absolute
         lq_folder: lq
-        phase: train               # train (random crop/flips) | val | test (fixed)
-        crop_size: 96              # train: random crop; val/test: centre crop; null: full image
+        phase: train               # train (random crop/flips) | val | test (fixed); the trainer sets it from the split
+        crop_size: 96              # in lq pixels; train: random crop; val/test: centre crop; null: full image
         use_flip: true             # train only: random horizontal + vertical flips
         use_rot: true              # train only: random transpose (90-degree rotations with flips)
         seed: 0                    # with the epoch and index, seeds every random draw
         skip_bad_samples: false    # true: an unreadable image is logged and skipped
         psf_keys: []               # any of psf, basis_psfs, basis_coef (see dataset/psf_keys.py)
         psf_path: null             # PSF file/folder for psf_keys (default: root/psfs/)
+        scale: 1                   # gt pixels per lq pixel (×2 SR: gt 2× lq's width and height)
 
     ``key`` is the relative path without extension (``scene1/0001``). Every image is taken to
     be degraded by the one PSF field in ``psf_path`` (with the image covering its sensor).
@@ -75,9 +76,10 @@ class PairedFolderDataset(PairedImageDataset):
         skip_bad_samples: bool = False,
         psf_keys: list[str] | None = None,
         psf_path: str | None = None,
+        scale: int = 1,
     ):
         super().__init__(phase=phase, crop_size=crop_size, use_flip=use_flip, use_rot=use_rot,
-                         seed=seed, skip_bad_samples=skip_bad_samples)
+                         seed=seed, skip_bad_samples=skip_bad_samples, scale=scale)
         self.root = Path(root)
         if not self.root.is_dir():
             raise DataError(f"dataset folder not found: {self.root}")
@@ -87,6 +89,7 @@ class PairedFolderDataset(PairedImageDataset):
                 raise DataError(f"{name} not found: {folder} (expected {self.root}/{{gt,lq}}/)")
         self.pairs = _pair_files(gt_dir, lq_dir)
         if check_psf_keys(psf_keys):
+            check_psf_scale(psf_keys, self.scale)
             fields = load_psf_fields(psf_path if psf_path is not None else self.root / "psfs")
             if len(fields) != 1:
                 raise DataError(f"{len(fields)} PSF files found ({', '.join(fields)}); a folder dataset "

@@ -25,7 +25,7 @@ from collections.abc import Iterable, Mapping
 
 import torch
 
-from dataset.base import Geometry
+from dataset.transforms import Geometry
 from psf.field import PSFField
 from utils.errors import ConfigError, DataError
 

@@ -1,13 +1,15 @@
-"""Sharp source images for on-the-fly datasets: ``skimage.data`` built-ins or any folder."""
+"""Sharp source images: ``skimage.data`` built-ins or any folder, for the on-the-fly datasets
+(dataset/synthetic_dataset.py) and step 3 (data_gen/step3_writer.py)."""
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from utils.errors import ConfigError, DataError
-from utils.image_io import list_images, read_image
+from utils.image_io import IMAGE_EXTENSIONS, list_images, read_image
 from utils.registry import unknown_name_message
 
 # Natural/scientific images shipped with scikit-image that load offline. Left out: `cat`
@@ -53,18 +55,25 @@ def fit_to_size(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.clip(out, 0.0, 1.0).astype(np.float32)
 
 
-def list_sources(images: str, names: list[str] | None, exclude: list[str] | None) -> list[tuple[str, Path | None]]:
+def list_sources(images: str, names: list[str] | None = None,
+                 exclude: list[str] | None = None) -> list[tuple[str, Path | None]]:
     """``(name, file)`` of the images to use, sorted by name: every built-in (file None) or every
-    image of the folder (name = relative path without extension), or only ``names``, minus ``exclude``."""
+    image of the folder, or only ``names``, minus ``exclude``. A folder image's name is its path
+    relative to the folder without the extension, with it when two files share that stem
+    (``a.png`` and ``a.jpg``), so no file is ever hidden by another."""
     if images == "builtin":
         available: dict[str, Path | None] = {name: None for name in BUILTIN_IMAGES}
         kind = "built-in image"
     else:
         folder = Path(images)
-        available = {p.relative_to(folder).with_suffix("").as_posix(): p for p in list_images(folder)}
+        files = list_images(folder)
+        if not files:
+            raise DataError(f"no images in {folder} (looked for {', '.join(IMAGE_EXTENSIONS)}, recursively)")
+        stems = [p.relative_to(folder).with_suffix("").as_posix() for p in files]
+        count = Counter(stems)
+        available = {(stem if count[stem] == 1 else p.relative_to(folder).as_posix()): p
+                     for stem, p in zip(stems, files)}
         kind = f"image in {folder}"
-        if not available:
-            raise DataError(f"no images in {folder}")
     for listed in list(names or []) + list(exclude or []):
         if listed not in available:
             raise ConfigError(unknown_name_message(kind, listed, list(available)))

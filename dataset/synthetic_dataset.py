@@ -7,9 +7,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from dataset.base import Geometry, PairedImageDataset, as_size
+from dataset.base import Geometry, PairedImageDataset, as_size, check_psf_scale
 from dataset.psf_keys import PSFAttacher, check_psf_keys
 from dataset.sources import fit_to_size, list_sources, load_source
+from dataset.transforms import check_downscale
+from dataset.transforms import downscale as downscale_image
 from utils.errors import ConfigError, DataError
 from utils.image_io import quantize
 from utils.registry import check_keywords
@@ -85,13 +87,15 @@ class SyntheticBlurDataset(PairedImageDataset):
                                    # a [low, high] range is drawn per sample
         quantize_bits: 8           # round gt and lq to 8-bit levels like stored PNGs (null: keep float)
         samples_per_image: 1       # samples per image per epoch (many random crops of few images)
-        phase: train               # train (random crop/flips/noise) | val | test (fixed noise)
+        phase: train               # train (random crop/flips/noise) | val | test (fixed noise); set by the trainer
         crop_size: 96
         use_flip: true
         use_rot: true
         seed: 0
         psf_keys: []               # any of psf, basis_psfs, basis_coef
         skip_bad_samples: false    # true: an unreadable source image is left out (logged, counted)
+        scale: 1                   # ×scale super-resolution: lq = the blurred image downscaled by scale
+        downscale: bicubic         # bicubic (antialiased, PIL/MATLAB kernel) | area (block mean)
 
     The forward model is step 3's (``utils.sv_renderer.simulate_capture``): sRGB gt -> linear
     light -> spatially varying blur -> noise -> sRGB -> 8-bit. Each source image is prepared once
@@ -99,6 +103,12 @@ class SyntheticBlurDataset(PairedImageDataset):
     blur of any crop is exact with no artificial crop border); per sample only the crop, flips,
     noise level and noise are drawn, from the (seed, epoch, index) generator. Validation and test
     samples always use epoch 0, so their noise is fixed.
+
+    With ``scale`` > 1 (SR pairs) the noise-free blur (in linear light when ``linear_light``) is
+    downscaled once per image (``dataset.transforms.downscale``), then the noise is added at lq
+    resolution; ``crop_size`` is in lq pixels and gt is the ``scale``× larger crop of the same
+    content. ``image_size`` must then be a multiple of ``scale``. With no blur wanted, use a
+    delta PSF (e.g. a gaussian field of tiny ``sigma_px``).
     """
 
     def __init__(
@@ -121,12 +131,16 @@ class SyntheticBlurDataset(PairedImageDataset):
         seed: int = 0,
         psf_keys: list[str] | None = None,
         skip_bad_samples: bool = False,
+        scale: int = 1,
+        downscale: str = "bicubic",
     ):
         from utils.noise import srgb_to_linear
         from utils.sv_renderer import SVRenderer
 
         super().__init__(phase=phase, crop_size=crop_size, use_flip=use_flip, use_rot=use_rot,
-                         seed=seed, skip_bad_samples=skip_bad_samples)
+                         seed=seed, skip_bad_samples=skip_bad_samples, scale=scale)
+        self.downscale = check_downscale(downscale)
+        check_psf_scale(check_psf_keys(psf_keys), self.scale)
         self.noise = check_noise_options({"kind": "gaussian", "sigma": 0.01} if noise is None else noise)
         self.linear_light = bool(linear_light)
         if quantize_bits not in (None, 8, 16):
@@ -139,10 +153,12 @@ class SyntheticBlurDataset(PairedImageDataset):
         self.samples_per_image = samples_per_image
         self.field = make_psf_field(psf_path, psf)
         self.image_size = as_size(image_size, "image_size") or tuple(self.field.sensor_res)
+        if self.image_size[0] % self.scale or self.image_size[1] % self.scale:
+            raise ConfigError(f"image_size {list(self.image_size)} must be a multiple of scale {self.scale}")
 
         self.keys_: list[str] = []
         self.gt_images: list[torch.Tensor] = []
-        self.blurred: list[torch.Tensor] = []  # noise-free blur, in linear light when linear_light
+        self.blurred: list[torch.Tensor] = []  # noise-free blur (lq size), in linear light when linear_light
         renderer = SVRenderer(self.field, self.image_size, boundary)
         sources = list_sources(images, names, exclude)
         for name, path in tqdm(sources, desc="blurring source images", unit="img", disable=len(sources) < 8):
@@ -154,10 +170,11 @@ class SyntheticBlurDataset(PairedImageDataset):
                 self.skipped[name] = str(exc)
                 continue
             if quantize_bits:
-                img = quantize(img, quantize_bits).astype(np.float32) / (2 ** quantize_bits - 1)
+                img = quantize(img, quantize_bits)
             gt = torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))
             with torch.no_grad():
                 blurred = renderer((srgb_to_linear(gt) if self.linear_light else gt)[None])[0].float()
+                blurred = downscale_image(blurred, self.scale, self.downscale)
             self.keys_.append(name)
             self.gt_images.append(gt)
             self.blurred.append(blurred)
@@ -185,10 +202,9 @@ class SyntheticBlurDataset(PairedImageDataset):
 
     def finish_sample(self, sample: dict, index: int, geometry: Geometry, generator: torch.Generator) -> None:
         """Noise on the (cropped, flipped) noise-free blur, then back to sRGB and quantised."""
-        from utils.noise import quantize as quantize_tensor
         from utils.noise import sample_noise_model
 
         noise = sample_noise_model(**self.noise, generator=generator)
         blurred = sample["lq"]
         lq = noise.apply_linear(blurred, generator) if self.linear_light else noise(blurred, generator)
-        sample["lq"] = (quantize_tensor(lq, self.quantize_bits) if self.quantize_bits else lq).contiguous()
+        sample["lq"] = (quantize(lq, self.quantize_bits) if self.quantize_bits else lq).contiguous()

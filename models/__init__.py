@@ -9,6 +9,9 @@ def model_names() -> list[str]:
 
 
 def create_model(opt, **kwargs):
-    """Build the model named by ``opt.model_type`` from the experiment config ``opt``."""
-    model_cls = MODELS.get(opt.model_type)
+    """Build the model named by ``opt.model_type`` (an earlier name is accepted) from the
+    experiment config ``opt``."""
+    from utils.config import MODEL_TYPE_ALIASES
+
+    model_cls = MODELS.get(MODEL_TYPE_ALIASES.get(opt.model_type, opt.model_type))
     return model_cls(opt, **kwargs)

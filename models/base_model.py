@@ -1,35 +1,49 @@
 """BaseModel: what every task (``model_type: X`` -> ``models/**/*_model.py``) builds on.
 
 Division of labour (STYLE.md): the trainer owns the loop (Accelerate, data order, logging,
-checkpoints, validation schedule, EMA); a model owns its networks, losses, optimisers and
-one optimisation step. A new task is one ``*_model.py`` file with a subclass that defines
+checkpoints, validation schedule, EMA bookkeeping); a model owns its networks, losses,
+optimisers, its own state and one optimisation step. A new task is one ``*_model.py`` file
+with a subclass that defines
 
 * ``Options``: a frozen dataclass for its ``model:`` YAML mapping (validated at load time,
   unknown keys get "did you mean"); ``NoOptions`` when it has none;
-* ``build_networks() -> {name: network}`` (several networks are fine: a GAN has ``net`` and
-  ``discriminator``); ``export_networks`` names those saved to ``best/``/``last/``, validated
-  and averaged by EMA (``("net",)`` by default);
-* ``setup_training()`` (optional): losses and, if the default one-AdamW-per-network does not
-  fit, its own ``self.optimizers``/``self.schedulers`` (dicts keyed by name);
-* ``training_step(batch) -> {"loss": ..., ...}``: forward, ``self.backward(loss)``,
-  ``self.step_optimizer(name)``; returns detached scalars for logging;
-* ``predict(batch, tile=None) -> Tensor``: the restored image (unclamped).
+* ``build_networks() -> {name: network}`` (a GAN has ``net`` and ``discriminator``; by
+  default the YAML ``networks:`` mapping is built as is); ``export_networks`` names those saved
+  to ``best/``/``last/`` and validated (``("net",)`` by default);
+* ``setup_training()`` (optional): losses; the default builds one optimiser + schedule per
+  trainable network from ``train.optimizers.<name>`` over the shared ``train`` settings, with
+  parameter groups (lr multiplier, frozen until a step);
+* ``training_step(batch, step) -> {"loss": ..., ...}``: forward, ``self.backward(loss)``,
+  ``self.step_optimizer(name)``; ``step`` is the 0-based index of this optimiser step (phase
+  schedules, ``disc_start``); returns detached scalars for logging;
+* ``predict(batch, tile=None) -> Tensor``: the restored output (unclamped);
+* ``state_dict()``/``load_state_dict()`` (optional): the model's own JSON-serialisable state
+  (phase, counters, skip counts, running statistics), saved in every checkpoint and restored
+  by ``--resume`` exactly;
+* ``ema_settings()`` (optional): which networks get an exponential moving average, with what
+  decay and from which step (default: the exported networks, ``train.ema_decay`` from
+  ``train.ema_start``); ``ddp_kwargs()`` (optional): keyword arguments for DDP
+  (``find_unused_parameters``...).
 
 Gradient accumulation, mixed precision, clipping and multi-process gradient averaging come
 from the helpers (``backward``, ``step_optimizer``), which call Accelerate, so a model's
-step reads the same with 1 or N processes and with ``grad_accum`` 1 or 8.
+step reads the same with 1 or N processes and with ``grad_accum`` 1 or 8. A parameter group
+frozen until step N gets its gradients set to None before each optimiser step until then,
+never ``requires_grad=False``: the autograd graph and the optimiser's parameter list stay the
+same across the switch, which DDP and bit-exact resume need.
 """
 from __future__ import annotations
 
 import contextlib
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from utils.config import ExperimentConfig, NoOptions, TrainConfig
-from utils.errors import DataError, RestorelabError
+from utils.config import ExperimentConfig, NoOptions, OptimizerSettings, TrainConfig
+from utils.errors import ConfigError, DataError, RestorelabError
 
 
 class NonFiniteLossError(RestorelabError):
@@ -45,10 +59,12 @@ class NonFiniteLossError(RestorelabError):
 # Optimisers and learning-rate schedules from ``train``
 
 
-def build_optimizer(params, train: TrainConfig) -> torch.optim.Optimizer:
-    """``train.optim.type`` over ``params`` with learning rate ``train.lr``."""
+def build_optimizer(params, train: TrainConfig | OptimizerSettings) -> torch.optim.Optimizer:
+    """``optim.type`` over ``params`` (tensors, or parameter-group dicts with their own ``lr``)
+    with learning rate ``lr``."""
     o = train.optim
-    params = [p for p in params if p.requires_grad]
+    if not isinstance(params, list) or not params or not isinstance(params[0], dict):
+        params = [p for p in params if p.requires_grad]
     if not params:
         raise RestorelabError("build_optimizer: no trainable parameters")
     if o.type == "AdamW":
@@ -60,7 +76,35 @@ def build_optimizer(params, train: TrainConfig) -> torch.optim.Optimizer:
     raise AssertionError(o.type)  # the schema's Literal makes this unreachable
 
 
-def lr_factor(step: int, train: TrainConfig) -> float:
+def parameter_groups(net: nn.Module, settings: OptimizerSettings, where: str) -> list[dict]:
+    """Trainable parameters of ``net`` split by ``settings.param_groups``: each parameter joins
+    the first group whose ``match`` it contains (``re.search`` on its name), else the default
+    group (lr multiplier 1, never frozen). Each group dict carries ``lr`` (= lr × lr_mult),
+    ``lr_mult``, ``frozen_until`` and ``group`` (its pattern, for logs). A pattern that matches
+    no trainable parameter is an error (a typo would otherwise silently train at full lr)."""
+    import re
+
+    specs = list(settings.param_groups)
+    members: list[list[nn.Parameter]] = [[] for _ in specs]
+    default: list[nn.Parameter] = []
+    for name, p in net.named_parameters():
+        if not p.requires_grad:
+            continue
+        k = next((i for i, g in enumerate(specs) if re.search(g.match, name)), None)
+        (default if k is None else members[k]).append(p)
+    groups = []
+    if default:
+        groups.append({"params": default, "lr": settings.lr, "lr_mult": 1.0, "frozen_until": 0, "group": "default"})
+    for spec, params in zip(specs, members):
+        if not params:
+            raise ConfigError(f"{where}.param_groups: '{spec.match}' matches no trainable parameter of "
+                              f"{type(net).__name__}")
+        groups.append({"params": params, "lr": settings.lr * spec.lr_mult, "lr_mult": spec.lr_mult,
+                       "frozen_until": spec.frozen_until, "group": spec.match})
+    return groups
+
+
+def lr_factor(step: int, train: TrainConfig | OptimizerSettings) -> float:
     """Multiplier of ``train.lr`` for the optimiser step with 0-based index ``step``.
 
     Warm-up: (step + 1) / warmup_steps for the first ``warmup_steps`` steps. Then, with
@@ -85,7 +129,7 @@ def lr_factor(step: int, train: TrainConfig) -> float:
     raise AssertionError(s.type)
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, train: TrainConfig) -> torch.optim.lr_scheduler.LambdaLR:
+def build_scheduler(optimizer: torch.optim.Optimizer, train: TrainConfig | OptimizerSettings) -> torch.optim.lr_scheduler.LambdaLR:
     """LambdaLR following ``lr_factor``. The factor is a plain function, so the scheduler's
     state_dict holds only numbers (checkpoints load with ``weights_only=True``)."""
 
@@ -98,8 +142,17 @@ def build_scheduler(optimizer: torch.optim.Optimizer, train: TrainConfig) -> tor
 # ---------------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class EMASettings:
+    """EMA of one network: ``decay``; the average follows the weights exactly until optimiser
+    step ``start_step`` and averages from then on."""
+
+    decay: float
+    start_step: int = 0
+
+
 class BaseModel:
-    """Networks + losses + optimisers + one optimisation step (see the module docstring)."""
+    """Networks + losses + optimisers + own state + one optimisation step (module docstring)."""
 
     Options = NoOptions
     export_networks: tuple[str, ...] = ("net",)
@@ -108,6 +161,7 @@ class BaseModel:
         self.opt = opt
         self.options = opt.model
         self.accelerator = None
+        self.current_step = 0  # 0-based index of the optimiser step in progress (set by the trainer)
         self.networks: dict[str, nn.Module] = dict(self.build_networks())
         missing = [n for n in self.export_networks if n not in self.networks]
         if missing:
@@ -117,21 +171,53 @@ class BaseModel:
 
     # -- to implement -----------------------------------------------------------------------
     def build_networks(self) -> dict[str, nn.Module]:
-        raise NotImplementedError
+        """Default: every entry of the YAML ``networks:`` mapping, built by name."""
+        from models.archs import define_network
+
+        return {name: define_network(options.to_dict()) for name, options in self.opt.networks.items()}
 
     def setup_training(self) -> None:
-        """Default: one optimiser + scheduler per network that has trainable parameters."""
+        """Default: one optimiser + schedule per network with trainable parameters, from
+        ``train.optimizers.<name>`` (falling back to the shared settings), with parameter groups."""
+        unknown = [n for n in self.opt.train.optimizers if n not in self.networks]
+        if unknown:
+            raise ConfigError(f"train.optimizers.{unknown[0]}: {type(self).__name__} has no network "
+                              f"'{unknown[0]}' (networks: {', '.join(self.networks)})")
         for name, net in self.networks.items():
             if any(p.requires_grad for p in net.parameters()):
-                self.optimizers[name] = build_optimizer(net.parameters(), self.opt.train)
-                self.schedulers[name] = build_scheduler(self.optimizers[name], self.opt.train)
+                settings = self.opt.train.optimizer_for(name)
+                groups = parameter_groups(net, settings, f"train.optimizers.{name}")
+                self.optimizers[name] = build_optimizer(groups, settings)
+                self.schedulers[name] = build_scheduler(self.optimizers[name], settings)
 
-    def training_step(self, batch: dict) -> dict[str, torch.Tensor]:
+    def training_step(self, batch: dict, step: int) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
     def predict(self, batch: dict, tile: tuple[int, int] | None = None) -> torch.Tensor:
-        """Restored image for ``batch`` with the first exported network."""
+        """Restored output for ``batch`` with the first exported network."""
         return self.run_network(self.export_networks[0], batch, tile)
+
+    def state_dict(self) -> dict:
+        """The model's own state beyond weights and optimisers (JSON-serialisable), saved in
+        every checkpoint. Override together with ``load_state_dict``."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state:
+            raise ConfigError(f"{type(self).__name__} keeps no state of its own, but the checkpoint holds "
+                              f"{sorted(state)}")
+
+    def ema_settings(self) -> dict[str, EMASettings]:
+        """Networks with an EMA. Default: the exported ones when ``train.ema_decay`` is set."""
+        t = self.opt.train
+        if t.ema_decay is None:
+            return {}
+        return {name: EMASettings(t.ema_decay, t.ema_start) for name in self.export_networks}
+
+    def ddp_kwargs(self) -> dict:
+        """Keyword arguments for ``DistributedDataParallel`` (e.g. ``find_unused_parameters=True``
+        for a network some steps leave out)."""
+        return {}
 
     # -- services used by subclasses --------------------------------------------------------
     def network(self, name: str) -> nn.Module:
@@ -143,9 +229,11 @@ class BaseModel:
         return tuple(getattr(self.network(name), "input_keys", ("lq",)))
 
     def batch_keys(self) -> tuple[str, ...]:
-        """Every batch entry the model reads (network inputs of all networks + ``gt``)."""
+        """Every batch entry the model reads from the data: ``gt`` + the inputs of the exported
+        networks (a critic's inputs are made by the model; override when another network reads
+        the batch directly)."""
         keys = ["gt"]
-        for name in self.networks:
+        for name in self.export_networks:
             keys += [k for k in self.input_keys(name) if k not in keys]
         return tuple(keys)
 
@@ -158,7 +246,7 @@ class BaseModel:
         return {k: batch[k] for k in keys}
 
     def run_network(self, name: str, batch: dict, tile: tuple[int, int] | None = None) -> torch.Tensor:
-        """``network(**inputs)``; with ``tile=(patch_size, overlap)`` through utils.tiling.
+        """``network(**inputs)``; with ``tile=(patch_size, overlap)`` through ``utils.tiling.tiled_predict``.
 
         Without gradients (validation, test) the bare network runs, not its distributed
         wrapper: processes score different numbers of images, and a wrapper that syncs
@@ -166,12 +254,18 @@ class BaseModel:
         inputs = self.network_inputs(name, batch)
         net = self.networks[name] if torch.is_grad_enabled() else self.network(name)
         if tile is None:
-            return net(**inputs)
-        from utils.tiling import tiled_forward
+            io = getattr(self.network(name), "io", None)
+            main = inputs.get(io.main_input) if io is not None and io.kind == "clip2frame" and io.frames else None
+            if main is not None and main.shape[1] > io.frames:  # a clip longer than the network's window
+                from utils.tiling import sliding_frames
 
-        lq = inputs.pop("lq")
-        patch_size, overlap = tile
-        return tiled_forward(lambda x, **cond: net(x, **cond), lq, patch_size, overlap, **inputs)
+                rest = {k: v for k, v in inputs.items() if k != io.main_input}
+                return sliding_frames(lambda w, **c: net(**{io.main_input: w}, **c), main, io.frames, **rest)
+            return net(**inputs)
+        from utils.tiling import tiled_predict
+
+        patch_size, overlap = tile  # tiles in space (and time, for clips), scaled for SR: the arch's io says how
+        return tiled_predict(net, inputs, self.network(name).io, patch_size, overlap)
 
     def backward(self, loss: torch.Tensor, name: str = "loss") -> None:
         """Backward through Accelerate (loss scaling, accumulation). A NaN/inf loss on any process
@@ -186,9 +280,16 @@ class BaseModel:
 
     def step_optimizer(self, name: str) -> None:
         """Clip (``train.clip_grad_norm``), step, advance the schedule and zero the gradients.
-        Between accumulation boundaries Accelerate turns all of this into a no-op."""
+        Parameter groups frozen until a later step lose their gradients first (set to None, so
+        the optimiser leaves them and their state untouched). Between accumulation boundaries
+        Accelerate turns all of this into a no-op."""
         optimizer = self.optimizers[name]
         sync = self.accelerator.sync_gradients
+        if sync:
+            for group in optimizer.param_groups:
+                if self.current_step < group.get("frozen_until", 0):
+                    for p in group["params"]:
+                        p.grad = None
         if sync and self.opt.train.clip_grad_norm is not None:
             self.accelerator.clip_grad_norm_(self.networks[name].parameters(), self.opt.train.clip_grad_norm)
         optimizer.step()
@@ -197,6 +298,29 @@ class BaseModel:
         optimizer.zero_grad(set_to_none=True)
 
     # -- services used by the trainer -------------------------------------------------------
+    def begin_step(self, step: int) -> None:
+        """Called by the trainer before the micro-batches of optimiser step ``step`` (0-based)."""
+        self.current_step = int(step)
+
+    def describe(self) -> str:
+        """"NAFNet (290,000 parameters)" or "net: UNet (..), discriminator: PatchGAN (..)" for logs."""
+        parts = []
+        for name in self.networks:
+            n = sum(p.numel() for p in self.network(name).parameters())
+            label = type(self.network(name)).__name__.removesuffix("_arch")
+            parts.append(f"{label} ({n:,} parameters)" if len(self.networks) == 1 else f"{name}: {label} ({n:,} parameters)")
+        return ", ".join(parts)
+
+    def export_state_dicts(self) -> dict[str, dict]:
+        """Full state dicts of the exported networks, gathered by Accelerate (every process must
+        call this: with sharded weights it is a collective)."""
+        return {n: self.accelerator.get_state_dict(self.networks[n]) for n in self.export_networks}
+
+    def release(self) -> None:
+        """Drop the distributed wrappers (the trainer ends the process group afterwards)."""
+        if self.accelerator is not None:
+            for name in list(self.networks):
+                self.networks[name] = self.accelerator.unwrap_model(self.networks[name])
     def prepare(self, accelerator, training: bool = True, channels_last: bool = False) -> None:
         """Move to the device and wrap for distributed training (networks, optimisers, schedules).
         ``channels_last``: weights in NHWC layout (same values; convolutions run faster)."""
@@ -229,10 +353,16 @@ class BaseModel:
         return [n for n in self.networks if any(p.requires_grad for p in self.network(n).parameters())]
 
     def current_lr(self) -> float:
-        """Learning rate of the first optimiser (for logs)."""
+        """Learning rate of the first optimiser's first group (for logs)."""
         if not self.optimizers:
             return 0.0
         return float(next(iter(self.optimizers.values())).param_groups[0]["lr"])
+
+    def current_lrs(self) -> dict[str, float]:
+        """``{"lr": ...}`` for one optimiser, ``{"lr_<network>": ...}`` for several (for logs)."""
+        if len(self.optimizers) <= 1:
+            return {"lr": self.current_lr()}
+        return {f"lr_{n}": float(o.param_groups[0]["lr"]) for n, o in self.optimizers.items()}
 
     def save_pretrained(self, folder: str | Path, state_dicts: dict[str, dict] | None = None) -> None:
         """Exported networks as ``save_pretrained`` folders (``folder`` itself for one network,

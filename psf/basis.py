@@ -1,15 +1,148 @@
-"""Step 2: add a low-rank basis (utils/pca.py) to a PSF file, atomically, with figures."""
+"""Low-rank PSF bases (step 2):
+``psfs[c_out, c_in, n] ~= sum_K basis_coef[c_out, c_in, K, n] * basis_psfs[c_out, c_in, K]``.
+
+Per channel pair, the node PSFs are the rows of X [N, k*k]. Two decompositions (float64,
+``torch.linalg.svd``; Eckart & Young 1936 for the optimality of the truncated SVD):
+
+* ``pca`` (default): element 0 is the mean PSF with coefficient 1 at every node; elements
+  1..K-1 are the leading right singular vectors of the centred X. Every node PSF sums to 1, so
+  the centred rows sum to 0 and so does every principal component: a truncated reconstruction
+  still sums to 1 at every node and, with bilinear coefficients, at every pixel, like the exact
+  PSFs: a rendered image keeps its total flux for any K.
+* ``svd``: the leading right singular vectors of the uncentred X (smallest squared error for a
+  given K, without that guarantee).
+
+Both reproduce the node PSFs to float error at K = N. The explained energy of K elements is
+``E(K) = 1 - ||X - X_K||^2 / ||X||^2`` (fraction of the PSF stack's squared norm reproduced;
+the relative RMS reconstruction error is ``sqrt(1 - E)``); it is non-decreasing in K. K is shared
+by all channels; ``energy=E`` picks the smallest K meeting E in every channel.
+
+``add_basis`` rewrites a PSF file with its basis (``basis_psfs``, ``basis_coef`` and the
+attributes ``basis_method``, ``n_basis``, ``explained_energy``), atomically, with figures;
+``data_gen/2.generate_basis_psfs.py`` is its command line.
+"""
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from psf.field import PSFField, load_psf_field, resolve_psf_path, save_psf_field
 from psf.output import staged_output
-from utils.pca import psf_basis
+from utils.errors import ConfigError
 
+BASIS_METHODS = ("pca", "svd")
+
+
+@dataclass
+class PSFBasis:
+    basis_psfs: torch.Tensor  # [C_out, C_in, K, k, k] float64
+    basis_coef: torch.Tensor  # [C_out, C_in, K, N] float64
+    energy_curve: torch.Tensor  # [C_out, C_in, N]: E(K) for K = 1..N
+    method: str
+
+    @property
+    def n_basis(self) -> int:
+        return self.basis_psfs.shape[2]
+
+    @property
+    def explained_energy(self) -> torch.Tensor:
+        """[C_out, C_in] E(K) at the chosen K."""
+        return self.energy_curve[..., self.n_basis - 1]
+
+
+def _decompose(x: torch.Tensor, method: str):
+    """x [C_out, C_in, N, P] -> (mean or None, U*S [.., N, r], Vh [.., r, P], S [.., r])."""
+    if method == "pca":
+        mean = x.mean(dim=-2, keepdim=True)
+        u, s, vh = torch.linalg.svd(x - mean, full_matrices=False)
+    else:
+        mean = None
+        u, s, vh = torch.linalg.svd(x, full_matrices=False)
+    # Deterministic signs: the largest-magnitude entry of each basis vector is positive.
+    idx = vh.abs().argmax(dim=-1, keepdim=True)
+    sign = torch.sign(torch.gather(vh, -1, idx))
+    sign[sign == 0] = 1.0
+    vh = vh * sign
+    u = u * sign.transpose(-1, -2)
+    return mean, u * s[..., None, :], vh, s
+
+
+def energy_curve(psfs: torch.Tensor, method: str = "pca") -> torch.Tensor:
+    """[C_out, C_in, N] explained energy E(K) for K = 1..N (see module docstring)."""
+    check_method(method)
+    c_out, c_in, n = psfs.shape[:3]
+    x = psfs.reshape(c_out, c_in, n, -1).double()
+    total = x.square().sum(dim=(-2, -1))
+    _, _, _, s = _decompose(x, method)
+    sq = torch.zeros(c_out, c_in, n, dtype=torch.float64)
+    r = min(n, s.shape[-1])
+    sq[..., :r] = s[..., :r].square()
+    tail = sq.flip(-1).cumsum(-1).flip(-1)  # tail[i] = sum_{j >= i} s_j^2
+    residual = torch.zeros(c_out, c_in, n, dtype=torch.float64)
+    if method == "svd":
+        residual[..., :-1] = tail[..., 1:]  # K elements leave s_K, s_K+1, ...
+    else:
+        residual = tail  # the mean + K - 1 components leave s_{K-1}, ...
+    safe_total = torch.where(total > 0, total, torch.ones_like(total))
+    return (1.0 - residual / safe_total[..., None]).clamp(0.0, 1.0)
+
+
+def choose_n_basis(curve: torch.Tensor, energy: float) -> int:
+    """Smallest K whose explained energy reaches ``energy`` in every channel."""
+    if not 0.0 < energy <= 1.0:
+        raise ConfigError(f"energy must be in (0, 1], got {energy}")
+    ok = (curve >= energy - 1e-12).reshape(-1, curve.shape[-1]).all(dim=0)
+    return int(torch.nonzero(ok)[0]) + 1 if ok.any() else curve.shape[-1]
+
+
+def check_method(method: str) -> None:
+    if method not in BASIS_METHODS:
+        from utils.registry import unknown_name_message
+
+        raise ConfigError(unknown_name_message("basis method", method, BASIS_METHODS))
+
+
+def psf_basis(psfs: torch.Tensor, n_basis: int | None = None, energy: float | None = None,
+              method: str = "pca") -> PSFBasis:
+    """Decompose ``psfs [C_out, C_in, N, k, k]``; give ``n_basis`` or ``energy`` (not both)."""
+    check_method(method)
+    if psfs.ndim != 5:
+        raise ConfigError(f"psfs must be [C_out, C_in, N, k, k], got shape {list(psfs.shape)}")
+    c_out, c_in, n, k, _ = psfs.shape
+    if (n_basis is None) == (energy is None):
+        raise ConfigError("give exactly one of n_basis (K) or energy (target explained energy)")
+    curve = energy_curve(psfs, method)
+    if energy is not None:
+        n_basis = choose_n_basis(curve, float(energy))
+    n_basis = int(n_basis)
+    if n_basis < 1:
+        raise ConfigError(f"n_basis must be >= 1, got {n_basis}")
+    if n_basis > n:
+        raise ConfigError(f"n_basis K={n_basis} is larger than the number of node PSFs N={n}")
+    x = psfs.reshape(c_out, c_in, n, k * k).double()
+    mean, us, vh, _ = _decompose(x, method)
+    basis = torch.zeros(c_out, c_in, n_basis, k * k, dtype=torch.float64)
+    coef = torch.zeros(c_out, c_in, n_basis, n, dtype=torch.float64)
+    first = 0
+    if mean is not None:
+        basis[:, :, 0] = mean[:, :, 0]
+        coef[:, :, 0] = 1.0
+        first = 1
+    take = min(n_basis - first, vh.shape[-2])  # beyond the rank: zero elements (exact anyway)
+    basis[:, :, first:first + take] = vh[..., :take, :]
+    coef[:, :, first:first + take] = us[..., :take].transpose(-1, -2)
+    return PSFBasis(basis.reshape(c_out, c_in, n_basis, k, k), coef, curve, method)
+
+
+def reconstruct(basis_psfs: torch.Tensor, basis_coef: torch.Tensor) -> torch.Tensor:
+    """Node PSFs from a basis: [C_out, C_in, N, k, k] = sum_K coef[..., K, n] * basis[..., K]."""
+    return torch.einsum("abkn,abkij->abnij", basis_coef, basis_psfs)
+
+
+# -- step 2: the basis into the PSF file ------------------------------------------------------
 FIGURES = ("psf_grid.png", "basis_psfs.png", "basis_coef.png", "explained_energy.png")
 
 

@@ -71,6 +71,9 @@ class PSFField:
     basis_psfs: torch.Tensor | None = None
     basis_coef: torch.Tensor | None = None
     attrs: dict[str, Any] = field(default_factory=dict)  # wavelengths_nm, pixel_pitch_um, seed, args, ...
+    # Keys of ``attrs`` stored as JSON text in the file they were read from: written back as JSON
+    # text, so a file round-trips in its stored form (``args = "[1, 2]"`` stays text, not an array).
+    json_attrs: frozenset[str] = frozenset()
 
     # -- derived --------------------------------------------------------------------------
     @property
@@ -163,9 +166,16 @@ class PSFField:
 
 
 # -- HDF5 io -------------------------------------------------------------------------------
-def _as_attr(value):
-    if isinstance(value, (dict, list)) and not all(isinstance(v, (int, float)) for v in value):
+def _as_attr(value, as_json: bool = False):
+    """An attribute value h5py can store: dicts, empty or nested or mixed lists (and any value read
+    from JSON text) as JSON text; flat lists of numbers as native arrays; scalars and strings as is."""
+    if isinstance(value, tuple):
+        value = list(value)
+    if as_json or isinstance(value, dict):
         return json.dumps(value)
+    if isinstance(value, list):
+        numbers = value and all(isinstance(v, (int, float, np.number)) for v in value)
+        return np.asarray(value) if numbers else json.dumps(value)
     return value
 
 
@@ -202,7 +212,7 @@ def save_psf_field(psf_field: PSFField, path: str | os.PathLike) -> Path:
         f.attrs.setdefault("generator", f"restorelab {__version__}")
         for key, value in psf_field.attrs.items():
             if value is not None:
-                f.attrs[key] = _as_attr(value)
+                f.attrs[key] = _as_attr(value, as_json=key in psf_field.json_attrs)
         if psf_field.has_basis:
             f.attrs["n_basis"] = psf_field.n_basis
     return path
@@ -228,6 +238,10 @@ def load_psf_field(path: str | os.PathLike) -> PSFField:
     except OSError as exc:
         raise DataError(f"{path}: not a readable HDF5 file ({exc})") from None
     with f:
+        if "depths_m" in f:
+            raise DataError(f"{path}: a depth-aware PSF file (psfs {list(f['psfs'].shape)} = [C_out, C_in, D, N, k, k], "
+                            f"depths_m {np.round(f['depths_m'][()], 4).tolist()}); read it with "
+                            "psf.depth.load_depth_psf_field and pick a plane (.plane(i) or .at_depth(metres))")
         for name in ("psfs", "H_img", "H_obj"):
             if name not in f:
                 raise DataError(f"{path}: missing dataset '{name}' (found: {', '.join(f.keys()) or 'none'})")
@@ -235,6 +249,7 @@ def load_psf_field(path: str | os.PathLike) -> PSFField:
         if missing:
             raise DataError(f"{path}: missing attribute(s) {', '.join(missing)}")
         attrs = {k: _from_attr(v) for k, v in f.attrs.items()}
+        json_attrs = frozenset(k for k, v in f.attrs.items() if _is_json_text(v, attrs[k]))
         psf_field = PSFField(
             psfs=torch.from_numpy(f["psfs"][()].astype(np.float32)),
             grid_shape=tuple(int(v) for v in attrs.pop("grid_shape")),
@@ -250,6 +265,7 @@ def load_psf_field(path: str | os.PathLike) -> PSFField:
         stored_k = int(attrs.pop("psf_size"))
         attrs.pop("n_basis", None)
         psf_field.attrs = attrs
+        psf_field.json_attrs = json_attrs
         positions_shape = f["positions"].shape if "positions" in f else None
     psf_field.validate(source=str(path))
     if positions_shape is not None and positions_shape != (psf_field.n_nodes, 2):
@@ -257,6 +273,10 @@ def load_psf_field(path: str | os.PathLike) -> PSFField:
     if stored_k != psf_field.psf_size:
         raise DataError(f"{path}: attribute psf_size={stored_k} but 'psfs' are {psf_field.psf_size}x{psf_field.psf_size}")
     return psf_field
+
+
+def _is_json_text(stored, decoded) -> bool:
+    return isinstance(stored, (str, bytes)) and isinstance(decoded, (dict, list))
 
 
 def _from_attr(value):

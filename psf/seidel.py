@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from psf.depth import ThinLens
 from psf.optics import incoherent_psfs
 from utils.errors import ConfigError
 
@@ -57,18 +58,26 @@ def check_seidel(coefficients: dict) -> dict[str, float]:
 
 
 @dataclass
-class SeidelPSF:
+class SeidelPSF(ThinLens):
     """Options of the ``seidel`` type.
 
-    f_number: image-space working f-number N (sets the Airy radius 1.22 lambda N).
+    f_number: image-space working f-number N (sets the Airy radius 1.22 lambda N); with
+        ``focal_length_mm`` (thin-lens depth model, psf/depth.py) the lens f-number f/D instead.
     seidel: coefficients in waves, e.g. {"W040": 0.5, "W131": 0.3}; missing terms are 0.
     reference_wavelength_nm: wavelength at which the coefficients are given.
+    axial_color_waves: per channel, extra defocus W020 (waves at the reference wavelength).
+    lateral_color: per channel, relative magnification m_c / m_ref - 1 (a node at r px from the
+        axis moves outward by ``lateral_color[c] * r`` px), as the tilt W111 h rho cos(theta).
+    focal_length_mm, focus_distance_m, object_distance_m, abbe_number, refractive_index_d:
+        thin-lens depth and axial colour (``ThinLens``).
     min_pupil_samples: pupil sampling floor (accuracy; see psf/optics.py).
     """
 
     f_number: float = 2.8
     seidel: dict[str, float] = field(default_factory=dict)
     reference_wavelength_nm: float = 550.0
+    axial_color_waves: list[float] | None = None
+    lateral_color: list[float] | None = None
     min_pupil_samples: int = 96
 
     def __post_init__(self):
@@ -77,20 +86,71 @@ class SeidelPSF:
             raise ConfigError(f"f_number must be > 0, got {self.f_number}")
         if not float(self.reference_wavelength_nm) > 0:
             raise ConfigError(f"reference_wavelength_nm must be > 0, got {self.reference_wavelength_nm}")
+        self.check_lens()
 
-    def wavefront_fn(self, ctx, wavelength_nm: float):
+    def channel_terms(self, ctx, wavelength_nm: float, channel: int, object_distance_m: float | None):
+        """(extra W020, W111) in waves at ``wavelength_nm``: thin-lens defocus + axial colour, lateral colour."""
+        n_w = self.diffraction_f_number(self.f_number)
+        w020 = 0.0
+        if object_distance_m is not None:
+            w020 += self.lens_w020_waves(self.f_number, object_distance_m, wavelength_nm, self.reference_wavelength_nm)
+        if self.axial_color_waves is not None:
+            w020 += ctx.per_channel("axial_color_waves", self.axial_color_waves)[channel] * (
+                self.reference_wavelength_nm / wavelength_nm)
+        w111 = 0.0
+        if self.lateral_color is not None:
+            # a tilt a rho cos(theta) moves the image by 2 N lambda a (psf/optics.py): r_corner h p dm = 2 N lambda a h
+            shift_um = ctx.per_channel("lateral_color", self.lateral_color)[channel] * (
+                ctx.geometry.corner_radius * ctx.pixel_pitch_um)
+            w111 = shift_um / (2.0 * n_w * wavelength_nm * 1e-3)
+        return w020, w111
+
+    def wavefront_fn(self, ctx, wavelength_nm: float, channel: int = 0, object_distance_m: float | None = None):
         geom = ctx.geometry
         h = torch.from_numpy(geom.field_height())
         direction = torch.from_numpy(geom.field_direction())
         scale = self.reference_wavelength_nm / wavelength_nm
-        return lambda rx, ry: scale * seidel_wavefront(self.seidel, h, direction, rx, ry)
+        w020, w111 = self.channel_terms(ctx, wavelength_nm, channel, object_distance_m)
+        extra = {"W020": w020, "W311": 0.0}
+
+        def wavefront(rx, ry):
+            w = scale * seidel_wavefront(self.seidel, h, direction, rx, ry)
+            if w020 or w111:
+                w = w + seidel_wavefront(extra, h, direction, rx, ry)
+                if w111:
+                    hh = h.reshape(-1, *([1] * rx.ndim)).to(rx)
+                    cos_t = direction[:, 0].reshape(hh.shape).to(rx)
+                    sin_t = direction[:, 1].reshape(hh.shape).to(rx)
+                    w = w + w111 * hh * (rx[None] * cos_t + ry[None] * sin_t)
+            return w
+
+        return wavefront
 
     def simulate(self, ctx):
-        out, plans = [], []
-        for lam in ctx.wavelengths_nm:
-            psfs, plan = incoherent_psfs(self.wavefront_fn(ctx, lam), lam, self.f_number, ctx.pixel_pitch_um,
-                                         ctx.psf_size, min_pupil_samples=self.min_pupil_samples,
-                                         device=ctx.device, progress=ctx.progress)
-            out.append(psfs)
-            plans.append(plan)
-        return torch.stack(out), {"f_number": float(self.f_number), "sampling_q": [p.q for p in plans]}
+        n_w = self.diffraction_f_number(self.f_number)
+        depths = self.object_depths() or [None]
+        stack, plans = [], []
+        for depth in depths:
+            out = []
+            for c, lam in enumerate(ctx.wavelengths_nm):
+                psfs, plan = incoherent_psfs(self.wavefront_fn(ctx, lam, c, depth), lam, n_w, ctx.pixel_pitch_um,
+                                             ctx.psf_size, min_pupil_samples=self.min_pupil_samples,
+                                             device=ctx.device, progress=ctx.progress)
+                out.append(psfs)
+                plans.append(plan)
+            stack.append(torch.stack(out))
+        attrs = {"f_number": float(self.f_number), "sampling_q": [p.q for p in plans[:len(ctx.wavelengths_nm)]]}
+        attrs.update(lens_attrs(self))
+        return (torch.stack(stack, dim=1) if self.is_stack else stack[0]), attrs
+
+
+def lens_attrs(options) -> dict:
+    """File attributes of the thin-lens model (empty without a focal length)."""
+    if not options.has_lens:
+        return {}
+    out = {"focal_length_mm": float(options.focal_length_mm), "focus_distance_m": float(options.focus_distance_m),
+           "aperture_mm": float(options.focal_length_mm) / float(options.f_number),
+           "working_f_number": float(options.diffraction_f_number(options.f_number))}
+    if not options.is_stack:
+        out["object_distance_m"] = options.object_depths()[0]
+    return out

@@ -7,8 +7,8 @@ to sum 1 (DESIGN.md, "PSF file"). Field position is described by the normalised 
 direction ``(cos t, sin t)`` from the centre to the node, in sensor coordinates (x right, y down).
 
 Types (one module each): ``gaussian`` (psf/gaussian.py), ``seidel`` (psf/seidel.py),
-``zernike`` (psf/zernike.py), ``motion`` (psf/motion.py). Their options are the type's dataclass
-fields and are passed as keywords: ``PSFSimulator(psf_type="seidel", f_number=2.8,
+``zernike`` (psf/zernike.py), ``motion`` (psf/motion.py), ``phase_mask`` (psf/phase_mask.py).
+Their options are the type's dataclass fields and are passed as keywords: ``PSFSimulator(psf_type="seidel", f_number=2.8,
 seidel={"W040": 1.0})``.
 """
 from __future__ import annotations
@@ -108,13 +108,15 @@ class SimulationContext:
 def _psf_types() -> dict[str, type]:
     from psf.gaussian import GaussianPSF
     from psf.motion import MotionPSF
+    from psf.phase_mask import PhaseMaskPSF
     from psf.seidel import SeidelPSF
     from psf.zernike import ZernikePSF
 
-    return {"gaussian": GaussianPSF, "seidel": SeidelPSF, "zernike": ZernikePSF, "motion": MotionPSF}
+    return {"gaussian": GaussianPSF, "seidel": SeidelPSF, "zernike": ZernikePSF, "motion": MotionPSF,
+            "phase_mask": PhaseMaskPSF}
 
 
-PSF_TYPE_NAMES = ("gaussian", "seidel", "zernike", "motion")
+PSF_TYPE_NAMES = ("gaussian", "seidel", "zernike", "motion", "phase_mask")
 
 
 def psf_type_class(psf_type: str) -> type:
@@ -149,7 +151,8 @@ class PSFSimulator:
         pixel_pitch_um: sensor pixel pitch.
         channel_order: e.g. "RGB" (default for 3 channels) or "L" (default for 1).
         magnification: lateral magnification image/object (negative: inverted real image);
-            sets ``H_obj`` (grid index -> object plane mm).
+            sets ``H_obj`` (grid index -> object plane mm). Default -0.1, or with a thin lens
+            (``focal_length_mm``) its magnification -v_f / s at the focus distance.
         H_img: optional 3x3 grid index -> pixel homography (default corner to corner).
         device: torch device for the computation (results are returned on the CPU).
         **options: the type's options (see ``GaussianPSF``, ``SeidelPSF``, ``ZernikePSF``,
@@ -158,7 +161,7 @@ class PSFSimulator:
 
     def __init__(self, psf_type: str = "gaussian", grid_shape=(9, 9), psf_size: int = 33, sensor_res=(512, 512),
                  seed: int = 0, wavelengths_nm=DEFAULT_WAVELENGTHS_NM, pixel_pitch_um: float = 2.0,
-                 channel_order: str | None = None, magnification: float = -0.1, H_img=None, device="cpu",
+                 channel_order: str | None = None, magnification: float | None = None, H_img=None, device="cpu",
                  **options):
         self.psf_type = str(psf_type)
         self.grid_shape = _int_pair("grid_shape", grid_shape, minimum=1)
@@ -185,7 +188,15 @@ class PSFSimulator:
         self.pixel_pitch_um = float(pixel_pitch_um)
         if not self.pixel_pitch_um > 0:
             raise ConfigError(f"pixel_pitch_um must be > 0, got {pixel_pitch_um}")
-        self.magnification = float(magnification)
+        self.options = build_options(self.psf_type, options)
+        lens = self.options if getattr(self.options, "has_lens", False) else None
+        if lens is not None:
+            lens_m = lens.magnification(lens.focus_distance_m)
+            if magnification is not None and not math.isclose(float(magnification), lens_m, rel_tol=1e-9):
+                raise ConfigError(f"magnification {magnification} contradicts the thin lens (-v_f / s_f = {lens_m:.6g}); "
+                                  "leave it out")
+            magnification = lens_m
+        self.magnification = -0.1 if magnification is None else float(magnification)
         if self.magnification == 0:
             raise ConfigError("magnification must be non-zero")
         self.H_img = default_H_img(self.grid_shape, self.sensor_res) if H_img is None else np.asarray(H_img, np.float64)
@@ -197,7 +208,6 @@ class PSFSimulator:
             raise ConfigError(f"unknown torch device '{device}'") from None
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise ConfigError(f"device '{device}' asked for but no CUDA GPU is available")
-        self.options = build_options(self.psf_type, options)
 
     @classmethod
     def from_config(cls, config: dict[str, Any] | str) -> "PSFSimulator":
@@ -221,22 +231,28 @@ class PSFSimulator:
             **_jsonable(dataclasses.asdict(self.options)),
         }
 
-    def H_obj(self) -> np.ndarray:
+    def H_obj(self, magnification: float | None = None) -> np.ndarray:
         """Grid index -> object plane (mm): sensor offset from the axis / magnification."""
         cx, cy = self.geometry.centre
-        scale = self.pixel_pitch_um * 1e-3 / self.magnification
+        scale = self.pixel_pitch_um * 1e-3 / (magnification or self.magnification)
         to_object = np.array([[scale, 0.0, -cx * scale], [0.0, scale, -cy * scale], [0.0, 0.0, 1.0]])
         return to_object @ self.H_img
 
-    def simulate(self, progress: bool | Callable[[int], None] = False, extra_attrs: dict | None = None) -> PSFField:
-        """Compute the field. ``progress=True`` shows a tqdm bar (units: node PSFs)."""
+    @property
+    def depths_m(self) -> list[float] | None:
+        """Object distances of a depth stack (``object_distance_m`` given as a list), else None."""
+        return self.options.object_depths() if getattr(self.options, "is_stack", False) else None
+
+    def simulate(self, progress: bool | Callable[[int], None] = False, extra_attrs: dict | None = None):
+        """Compute the field: a ``PSFField``, or a ``psf.depth.DepthPSFField`` when the options ask
+        for several object distances. ``progress=True`` shows a tqdm bar (units: node PSFs)."""
         generator = torch.Generator().manual_seed(self.seed)
         bar = None
         callback = progress if callable(progress) else None
         if progress is True:
             from tqdm import tqdm
 
-            bar = tqdm(total=len(self.wavelengths_nm) * self.grid_shape[0] * self.grid_shape[1],
+            bar = tqdm(total=len(self.wavelengths_nm) * self.grid_shape[0] * self.grid_shape[1] * len(self.depths_m or [0]),
                        desc=f"{self.psf_type} PSFs", unit="psf")
             callback = bar.update
         ctx = SimulationContext(self.geometry, self.psf_size, self.wavelengths_nm, self.pixel_pitch_um,
@@ -251,6 +267,8 @@ class PSFSimulator:
         if not torch.all(window_energy > 0):
             raise ConfigError(f"a {self.psf_type} PSF falls entirely outside the {self.psf_size} px window")
         psfs = psfs / window_energy[..., None, None]
+        if psfs.ndim == 5:  # [C, D, N, k, k]: a depth stack
+            return self._depth_stack(psfs, window_energy, attrs, extra_attrs)
         field = PSFField(
             psfs=psfs[:, None].float().contiguous(),
             grid_shape=self.grid_shape, sensor_res=self.sensor_res, H_img=self.H_img, H_obj=self.H_obj(),
@@ -264,6 +282,23 @@ class PSFSimulator:
         )
         field.validate()
         return field
+
+    def _depth_stack(self, psfs, window_energy, attrs, extra_attrs):
+        from psf.depth import DepthPSFField
+
+        lens = self.options
+        planes = []
+        for d, depth in enumerate(self.depths_m):
+            m = lens.magnification(depth)
+            planes.append(PSFField(
+                psfs=psfs[:, d][:, None].float().contiguous(), grid_shape=self.grid_shape, sensor_res=self.sensor_res,
+                H_img=self.H_img, H_obj=self.H_obj(m), psf_type=self.psf_type, channel_order=self.channel_order,
+                normalized=True,
+                attrs={"wavelengths_nm": list(self.wavelengths_nm), "pixel_pitch_um": self.pixel_pitch_um,
+                       "seed": self.seed, "magnification": m, "args": json.dumps(self.config()),
+                       "generator": f"restorelab {__version__}", "window_energy_min": float(window_energy[:, d].min()),
+                       **attrs, **(extra_attrs or {})}))
+        return DepthPSFField.from_planes(planes, self.depths_m)
 
 
 def _int_pair(name: str, value, minimum: int) -> tuple[int, int]:

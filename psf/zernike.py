@@ -18,7 +18,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from psf.depth import ThinLens
 from psf.optics import incoherent_psfs
+from psf.seidel import lens_attrs
 from psf.field import MAX_ATTR_VALUES
 from utils.errors import ConfigError, DataError
 
@@ -87,7 +89,7 @@ def _load_coefficient_map(value, n_nodes: int, grid_shape) -> np.ndarray:
 
 
 @dataclass
-class ZernikePSF:
+class ZernikePSF(ThinLens):
     """Options of the ``zernike`` type (coefficients in waves RMS at ``reference_wavelength_nm``).
 
     coefficients: {noll_j: waves} applied at every node, or
@@ -95,6 +97,8 @@ class ZernikePSF:
     otherwise random, smoothly varying: each mode j in [min_noll, max_noll] is a random polynomial of
     degree ``field_order`` in the normalised sensor coordinates, weighted 1 / n_j (radial order),
     scaled so the field-average total RMS wavefront error is ``rms_waves`` (seeded).
+    focal_length_mm, focus_distance_m, object_distance_m (...): thin-lens depth (``ThinLens``,
+    psf/depth.py): its defocus W020 rho² (= Noll a4 = W020 / (2 sqrt 3) plus piston) is added.
     """
 
     f_number: float = 2.8
@@ -123,6 +127,9 @@ class ZernikePSF:
             raise ConfigError(f"need 1 <= min_noll <= max_noll, got {self.min_noll}, {self.max_noll}")
         if not float(self.rms_waves) >= 0:
             raise ConfigError(f"rms_waves must be >= 0, got {self.rms_waves}")
+        if self.abbe_number is not None:
+            raise ConfigError("abbe_number (axial colour) is a seidel option; zernike takes per-node coefficients")
+        self.check_lens()
 
     def node_coefficients(self, ctx) -> np.ndarray:
         """[N, J] Noll coefficients (j = 1..J) of every node, in waves at the reference wavelength."""
@@ -151,19 +158,26 @@ class ZernikePSF:
     def simulate(self, ctx):
         coefs = self.node_coefficients(ctx)
         coefs_t = torch.from_numpy(coefs)
-        out = []
-        for lam in ctx.wavelengths_nm:
-            scale = self.reference_wavelength_nm / lam
+        n_w = self.diffraction_f_number(self.f_number)
+        stack = []
+        for depth in self.object_depths() or [None]:
+            out = []
+            for lam in ctx.wavelengths_nm:
+                scale = self.reference_wavelength_nm / lam
+                w020 = 0.0 if depth is None else self.lens_w020_waves(self.f_number, depth, lam,
+                                                                      self.reference_wavelength_nm)
 
-            def wavefront(rx, ry, scale=scale):
-                basis = zernike_basis(coefs_t.shape[1], rx, ry)  # [J, ...]
-                return scale * torch.einsum("nj,j...->n...", coefs_t.to(rx), basis)
+                def wavefront(rx, ry, scale=scale, w020=w020):
+                    basis = zernike_basis(coefs_t.shape[1], rx, ry)  # [J, ...]
+                    w = scale * torch.einsum("nj,j...->n...", coefs_t.to(rx), basis)
+                    return w + w020 * (rx ** 2 + ry ** 2)[None] if w020 else w
 
-            psfs, _ = incoherent_psfs(wavefront, lam, self.f_number, ctx.pixel_pitch_um, ctx.psf_size,
-                                      min_pupil_samples=self.min_pupil_samples, device=ctx.device,
-                                      progress=ctx.progress)
-            out.append(psfs)
-        attrs = {"f_number": float(self.f_number)}
+                psfs, _ = incoherent_psfs(wavefront, lam, n_w, ctx.pixel_pitch_um, ctx.psf_size,
+                                          min_pupil_samples=self.min_pupil_samples, device=ctx.device,
+                                          progress=ctx.progress)
+                out.append(psfs)
+            stack.append(torch.stack(out))
+        attrs = {"f_number": float(self.f_number), **lens_attrs(self)}
         if coefs.size <= MAX_ATTR_VALUES:  # HDF5 attributes are limited to 64 KiB
             attrs["zernike_coefficients"] = coefs.astype(np.float32)
-        return torch.stack(out), attrs
+        return (torch.stack(stack, dim=1) if self.is_stack else stack[0]), attrs

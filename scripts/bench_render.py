@@ -6,12 +6,12 @@ Scene: a size×size×3 image (scikit-image's astronaut, or ``--image random``) b
 grid×grid field of psf_size×psf_size elliptical, field-varying PSFs: ``--field gaussian``
 (default) is step 1's ``gaussian`` type with its default parameters (radially oriented
 ellipses, 0.8 px on axis to 2.5 × 1.5 px at the corner, width ∝ wavelength);
-``--field coma`` is ``utils.sv_renderer.elliptical_gaussian_field`` (wider, 3.5 × 1.6 px at
+``--field coma`` is ``psf.example_fields.elliptical_gaussian_field`` (wider, 3.5 × 1.6 px at
 the corner, coma-shifted: a harder field for a low-rank basis).
 
 Methods, all timed in the same run on the same input, float32:
 * ``brute_force``: every pixel scatters its own bilinearly interpolated PSF (the reference);
-* ``basis`` K = ...: step 2's basis (``utils.pca.psf_basis``, ``--basis_method pca`` = mean +
+* ``basis`` K = ...: step 2's basis (``psf.basis.psf_basis``, ``--basis_method pca`` = mean +
   principal components, default, or ``svd``) rendered as ``render`` does: K dense coefficient
   maps with one FFT per component and channel, or, when that is less work (large K), the same
   sum on the node supports; ``basis_dense`` then also times the K-FFT evaluation;
@@ -43,7 +43,8 @@ import torch  # noqa: E402
 
 from psf.field import PSFField  # noqa: E402
 from utils.errors import ConfigError, run_cli  # noqa: E402
-from utils.sv_renderer import SVRenderer, elliptical_gaussian_field, render_brute_force  # noqa: E402
+from psf.example_fields import elliptical_gaussian_field  # noqa: E402
+from utils.sv_renderer import SVRenderer, render_brute_force  # noqa: E402
 
 
 def make_field(kind: str, grid: int, psf_size: int, size: int) -> PSFField:
@@ -56,7 +57,7 @@ def make_field(kind: str, grid: int, psf_size: int, size: int) -> PSFField:
 
 def with_basis(field: PSFField, k: int, method: str) -> PSFField:
     """The field with step 2's K-element basis."""
-    from utils.pca import psf_basis
+    from psf.basis import psf_basis
 
     basis = psf_basis(field.psfs, n_basis=k, method=method)
     energy = basis.explained_energy.min().item()

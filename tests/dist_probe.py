@@ -70,10 +70,10 @@ def __init__(self, *args, **kwargs):
     if kill_step is not None:
         training_step = self.model.training_step
 
-        def probed_training_step(batch):
+        def probed_training_step(batch, step):
             if _hits(kill_step, self.step, rank):
                 _kill_self()
-            return training_step(batch)
+            return training_step(batch, step)
 
         self.model.training_step = probed_training_step
     if kill_save is not None:
@@ -104,9 +104,10 @@ def _dump(trainer) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     rank = trainer.probe["rank"]
     tensors = {}
-    for name in trainer.model.export_networks:
+    for name in trainer.model.networks:  # every network (a critic too), keyed by its name
         tensors.update({f"{name}.{k}": v.detach().cpu().contiguous()
                         for k, v in trainer.model.network(name).state_dict().items()})
+    trainer.probe["model_state"] = trainer.model.state_dict()
     for name, ema in trainer.emas.items():
         tensors.update({f"ema.{name}.{k}": v.detach().cpu().contiguous() for k, v in ema.shadow.items()})
     save_file(tensors, str(folder / f"rank{rank}.safetensors"))

@@ -1,15 +1,14 @@
-"""PSF bases (utils/pca.py, psf/basis.py): exactness at K = N, energy, K selection, atomic write."""
+"""PSF bases (psf/basis.py): exactness at K = N, energy, K selection, atomic write."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
 
-from psf.basis import add_basis
+from psf.basis import add_basis, choose_n_basis, energy_curve, psf_basis, reconstruct
 from psf.field import load_psf_field, save_psf_field
 from psf.svpsf import PSFSimulator
 from utils.errors import ConfigError, DataError
-from utils.pca import choose_n_basis, energy_curve, psf_basis, reconstruct
 
 
 @pytest.fixture(scope="module")

@@ -142,8 +142,8 @@ def test_bad_interpolation_names_the_key(tmp_path):
      "train.losses[0].type: unknown loss 'Charbonier'; did you mean 'Charbonnier'?"),
     (MINIMAL + "train: {max_steps: 10, losses: [{type: Charbonnier, epsilon: 1}]}\n",
      "unknown key train.losses[0].epsilon for loss Charbonnier; did you mean train.losses[0].eps?"),
-    (MINIMAL + "model_type: Simple_modle\n", "model_type: unknown model_type 'Simple_modle'; did you mean 'Simple_model'?"),
-    (MINIMAL + "model: {discriminator: {type: UNet}}\n", "unknown key model.discriminator for model_type Simple_model"),
+    (MINIMAL + "model_type: PairedRestoration_modle\n", "model_type: unknown model_type 'PairedRestoration_modle'; did you mean 'PairedRestoration_model'?"),
+    (MINIMAL + "model: {discriminator: {type: UNet}}\n", "unknown key model.discriminator for model_type PairedRestoration_model"),
     (MINIMAL + "val: {metrics: [psnr, ssmi], best_metric: psnr}\n", "val.metrics: unknown metric 'ssmi'; did you mean 'ssim'?"),
     (MINIMAL + "report_to: [tensorbord]\n", "report_to[0] must be one of 'tensorboard', 'comet_ml', got 'tensorbord'; did you mean 'tensorboard'?"),
     (MINIMAL + "train: {max_steps: 10, optim: {type: adamw}}\n", "did you mean 'AdamW'?"),
@@ -154,7 +154,7 @@ def test_unknown_names_say_did_you_mean(tmp_path, text, expected):
 
 @pytest.mark.parametrize("text, expected", [
     ("network: {type: UNet}\ntrain: {max_steps: 1}\n", "missing required field name (a string)"),
-    ("name: x\ntrain: {max_steps: 1}\n", "missing required field network (a mapping)"),
+    ("name: x\ntrain: {max_steps: 1}\n", "missing required field networks (or its shorthand network: {type: ...})"),
     ("name: x\nnetwork: {type: UNet}\ntrain: {lr: 1.0}\n", "missing required field train.max_steps (an integer)"),
     (MINIMAL + "train: {max_steps: ten}\n", "train.max_steps must be an integer, got 'ten' (str)"),
     (MINIMAL + "train: {max_steps: 2.5}\n", "train.max_steps must be an integer, got 2.5 (float)"),
@@ -183,7 +183,7 @@ def test_network_constructor_rejection_is_one_line(tmp_path):
 
 def test_defaults_and_types(tmp_path):
     cfg = load_text(tmp_path, MINIMAL)
-    assert cfg.seed == 0 and cfg.model_type == "Simple_model" and isinstance(cfg.model, NoOptions)
+    assert cfg.seed == 0 and cfg.model_type == "PairedRestoration_model" and isinstance(cfg.model, NoOptions)
     assert cfg.train.lr == 1e-3 and isinstance(cfg.train.lr, float)
     assert cfg.train.losses == (FrozenDict({"type": "L1", "weight": 1.0}),)
     assert cfg.train.mixed_precision == "no" and cfg.train.ema_decay is None

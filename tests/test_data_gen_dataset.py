@@ -16,7 +16,8 @@ import torch
 from psf.field import load_psf_field, save_psf_field
 from utils.errors import ConfigError, DataError
 from utils.noise import NoiseModel
-from utils.sv_renderer import SVRenderer, elliptical_gaussian_field, simulate_capture
+from psf.example_fields import elliptical_gaussian_field
+from utils.sv_renderer import SVRenderer, simulate_capture
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "data_gen" / "3.generate_dataset_synthetic.py"
@@ -145,7 +146,7 @@ def test_worker_processes_give_the_same_bytes(inputs, dataset, tmp_path):
 
 
 def test_resume_skips_finished_shards_and_leaves_nothing_partial(inputs, dataset, tmp_path, monkeypatch):
-    import data_gen.synthetic_dataset as engine
+    import data_gen.step3_writer as engine
 
     out = tmp_path / "ds"
     real = engine.render_sample
@@ -273,7 +274,7 @@ def test_cli_error_is_one_line(tmp_path):
 
 
 def test_keys_are_unique_when_stems_clash():
-    from data_gen.synthetic_dataset import GenerationConfig, make_plan
+    from data_gen.step3_writer import GenerationConfig, make_plan
 
     cfg = GenerationConfig(psf_data_path="p", images="imgs", splits={"train": 1.0}, samples_per_image=2)
     sources = [{"name": n, "bytes": 1, "height": 10, "width": 10} for n in ("a.jpg", "a.png", "b.png", "sub/a.png")]

@@ -17,8 +17,9 @@ import torch
 from psf.field import load_psf_field, save_psf_field
 from utils.errors import ConfigError, DataError
 from utils.noise import NoiseModel
-from utils.pca import psf_basis
-from utils.sv_renderer import SVRenderer, elliptical_gaussian_field, simulate_capture
+from psf.basis import psf_basis
+from psf.example_fields import elliptical_gaussian_field
+from utils.sv_renderer import SVRenderer, simulate_capture
 
 ROOT = Path(__file__).resolve().parent.parent
 spec = importlib.util.spec_from_file_location("generate_dataset_synthetic", ROOT / "data_gen" / "3.generate_dataset_synthetic.py")

@@ -10,7 +10,7 @@ import cv2
 import skimage.data
 
 from psf.field import save_psf_field
-from utils.sv_renderer import elliptical_gaussian_field
+from psf.example_fields import elliptical_gaussian_field
 
 ROOT = Path(__file__).resolve().parent.parent
 

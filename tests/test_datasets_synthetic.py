@@ -153,3 +153,32 @@ def test_field_simulated_from_psf_options():
     torch.testing.assert_close(s["lq"], scatter(s["gt"], pixel_psfs(field, *SIZE)).float(), atol=2e-5, rtol=0)
     with pytest.raises(ConfigError, match=r"unknown option 'sigma' for psf_type 'gaussian'; did you mean 'sigma_px'"):
         create_dataset({"type": "SyntheticBlurDataset", "psf": {**options, "sigma": 1.0}, "names": ["camera"]})
+
+
+def test_sources_hide_no_file_and_step3_reads_the_same_pixels(tmp_path):
+    """One list of sources for the on-the-fly datasets and step 3: files sharing a stem keep their
+    extension in the name (none hides another); step 3 names files with their extension."""
+    import cv2
+
+    from data_gen.step3_writer import read_step3_source, step3_sources
+    from dataset.sources import list_sources, load_source
+
+    (tmp_path / "sub").mkdir()
+    pixels = {}
+    for i, name in enumerate(["a.png", "a.bmp", "b-c.png", "b.png", "sub/d.png"]):
+        img = np.full((4, 5, 3), 40 * i, np.uint8)
+        img[0, 0] = (255, 0, 0)  # BGR on disk: channel order is checked too
+        cv2.imwrite(str(tmp_path / name), img)
+        pixels[name] = img[:, :, ::-1].astype(np.float32) / 255
+    sources = list_sources(str(tmp_path))
+    assert [n for n, _ in sources] == ["a.bmp", "a.png", "b", "b-c", "sub/d"]
+    assert [p.relative_to(tmp_path).as_posix() for _, p in sources] == ["a.bmp", "a.png", "b.png", "b-c.png", "sub/d.png"]
+    step3 = step3_sources(str(tmp_path))
+    assert [s["name"] for s in step3] == ["a.bmp", "a.png", "b-c.png", "b.png", "sub/d.png"]  # byte order of the names
+    assert [s["bytes"] for s in step3] == [(tmp_path / s["name"]).stat().st_size for s in step3]
+    for name, path in sources:
+        rel = path.relative_to(tmp_path).as_posix()
+        np.testing.assert_array_equal(load_source(name, path), pixels[rel])
+        np.testing.assert_array_equal(read_step3_source(str(tmp_path), rel), pixels[rel])
+    assert [s["name"] for s in step3_sources("builtin")] == list(BUILTIN_IMAGES)
+    np.testing.assert_array_equal(read_step3_source("builtin", "camera"), load_builtin("camera"))

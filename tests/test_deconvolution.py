@@ -19,7 +19,8 @@ from models.archs import define_network
 from models.archs.fista_tv_arch import fista_tv, fista_tv_objective, tv_divergence, tv_gradient
 from psf.field import PSFField, default_H_img
 from utils.noise import gaussian_noise, linear_to_srgb, srgb_to_linear
-from utils.sv_renderer import BasisBlur, coef_maps, elliptical_gaussian_field, render
+from psf.example_fields import elliptical_gaussian_field
+from utils.sv_renderer import BasisBlur, coef_maps, render
 
 
 def psnr(a, b, border=0):
@@ -105,7 +106,7 @@ def test_linear_light_option_matches_data_blurred_in_linear_light():
 
 def test_rl_basis_and_full_rank_agree(varying_case):
     """The same field given by a full-rank PCA basis: same operator, same RL result."""
-    from utils.pca import psf_basis
+    from psf.basis import psf_basis
 
     x, y, field = varying_case
     b = psf_basis(field.psfs, n_basis=field.n_nodes, method="pca")

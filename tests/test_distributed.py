@@ -319,9 +319,11 @@ def test_kill9_during_a_checkpoint_write_keeps_the_previous_checkpoint(reference
     assert killed.returncode != 0, killed.tail()
     ckpts = ref.folder / "runs" / name / "checkpoints"
     partial = ckpts / f".tmp-checkpoint-{STEPS}"
-    assert partial.is_dir() and (partial / "model.safetensors").is_file(), sorted(p.name for p in ckpts.iterdir())
     from trainer import STATE_FILE, list_checkpoints
 
+    if nproc == 1:  # the writer itself died: its partial folder stays behind
+        assert partial.is_dir() and (partial / "model.safetensors").is_file(), sorted(p.name for p in ckpts.iterdir())
+    # (with 2 processes the main one, left waiting for the dead one, may fail and remove it itself)
     assert not (partial / STATE_FILE).exists()
     assert [s for s, _ in list_checkpoints(ckpts)] == [CHECKPOINT_EVERY]
 

@@ -1,4 +1,4 @@
-"""Noise models against their closed forms; sRGB curve against scikit-image; seeding; quantisation."""
+"""Noise models against their closed forms; sRGB curve against scikit-image; seeding."""
 from __future__ import annotations
 
 import numpy as np
@@ -12,7 +12,6 @@ from utils.noise import (
     gaussian_noise,
     linear_to_srgb,
     poisson_gaussian_noise,
-    quantize,
     sample_noise_model,
     srgb_to_linear,
 )
@@ -104,20 +103,6 @@ def test_gradient_passes_through_noise():
     x = torch.rand(2, 3, 8, 8, dtype=torch.float64, requires_grad=True)
     NoiseModel("poisson_gaussian", photons=100)(x, gen()).sum().backward()
     assert x.grad is not None and torch.isfinite(x.grad).all() and (x.grad > 0).all()
-
-
-def test_quantize_levels():
-    # Ties round to even, like numpy and utils.image_io.quantize (the PNG writer).
-    x = torch.tensor([-0.2, 0.0, 0.51 / 255, 0.49 / 255, 1.5 / 255, 2.5 / 255, 0.5, 1.0, 1.3], dtype=torch.float64)
-    q8 = quantize(x, 8)
-    assert torch.allclose(q8 * 255, torch.tensor([0, 0, 1, 0, 2, 2, 128, 255, 255], dtype=torch.float64))
-    from utils.image_io import quantize as quantize_uint
-    assert np.array_equal(quantize_uint(x.numpy(), 8), (q8 * 255).round().numpy().astype(np.uint8))
-    q16 = quantize(torch.rand(1000, dtype=torch.float64), 16)
-    assert torch.allclose(q16 * 65535, (q16 * 65535).round(), atol=1e-7)
-    assert (quantize(x.clamp(0, 1), 16) - x.clamp(0, 1)).abs().max() <= 0.5 / 65535 + 1e-12
-    with pytest.raises(ValueError, match="bits must be 8 or 16"):
-        quantize(x, 12)
 
 
 def test_sample_noise_model_ranges():

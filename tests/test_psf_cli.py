@@ -169,3 +169,39 @@ def test_real_cli(tmp_path, script):
     one_line_error(script(REAL, "--captures", tmp_path / "caps", "--save_dir", tmp_path / "o3", "--psf_size", "15"),
                    "cannot read image")
     assert not (tmp_path / "o2").exists() and not (tmp_path / "o3").exists()
+
+
+def write_design_psf_file(path, attrs):
+    """A PSF file written with h5py alone, as DESIGN.md ("PSF file (HDF5)") describes it."""
+    gh, gw, k = 2, 3, 7
+    yy, xx = np.mgrid[-3:4, -3:4]
+    psf = np.exp(-(xx**2 + yy**2) / 2.0)
+    psfs = np.broadcast_to(psf / psf.sum(), (3, 1, gh * gw, k, k)).astype(np.float32)
+    H_img = np.array([[14.5, 0, 0], [0, 19.0, 0], [0, 0, 1]], dtype=np.float64)
+    with h5py.File(path, "w") as f:
+        f.create_dataset("psfs", data=psfs, compression="gzip", chunks=True)
+        cols, rows = np.meshgrid(np.arange(gw), np.arange(gh))
+        f.create_dataset("positions", data=np.stack([cols.ravel() * 14.5, rows.ravel() * 19.0], 1).astype(np.float32))
+        f.create_dataset("H_img", data=H_img)
+        f.create_dataset("H_obj", data=np.eye(3))
+        f.attrs.update({"psf_type": "measured", "grid_shape": np.array([gh, gw]), "psf_size": k,
+                        "sensor_res": np.array([39, 30]), "channel_order": "RGB", "normalized": True, **attrs})
+
+
+def test_step2_keeps_the_stored_form_of_attributes(tmp_path, script):
+    """JSON-text attributes (``args`` = "{}", an empty list, a dict) are written back as the same text,
+    native arrays as arrays; an empty dict read back used to crash the save ("Object dtype")."""
+    path = tmp_path / "psfs.h5"
+    json_attrs = {"args": "{}", "history": "[]", "lens": '{"f_mm": 4.2}', "steps": "[1, 2]"}
+    write_design_psf_file(path, {**json_attrs, "wavelengths_nm": np.array([610.0, 550.0, 465.0]),
+                                 "pixel_pitch_um": 1.4, "seed": 3, "note": "[not json"})
+    res = script(STEP2, "--psf_data_path", tmp_path, "--n_basis", "2", "--no_figures")
+    assert res.returncode == 0, res.stderr
+    with h5py.File(path) as f:
+        for key, text in json_attrs.items():
+            value = f.attrs[key]
+            assert isinstance(value, str) and json.loads(value) == json.loads(text), (key, value)
+        np.testing.assert_array_equal(f.attrs["wavelengths_nm"], [610.0, 550.0, 465.0])
+        assert f.attrs["pixel_pitch_um"] == 1.4 and f.attrs["seed"] == 3 and f.attrs["note"] == "[not json"
+        assert f.attrs["n_basis"] == 2 and f["basis_psfs"].shape == (3, 1, 2, 7, 7)
+    assert load_psf_field(path).attrs["args"] == {}

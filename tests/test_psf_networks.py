@@ -16,8 +16,9 @@ from safetensors.torch import load_file
 
 from models.archs import define_network
 from utils.errors import DataError
-from utils.pca import psf_basis
-from utils.sv_renderer import coef_maps, elliptical_gaussian_field, render
+from psf.basis import psf_basis
+from psf.example_fields import elliptical_gaussian_field
+from utils.sv_renderer import coef_maps, render
 
 
 def astronaut(size=48) -> torch.Tensor:

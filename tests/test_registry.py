@@ -7,7 +7,7 @@ import textwrap
 import pytest
 
 from utils.errors import RegistryError
-from utils.registry import DATASETS, MODELS, NETWORKS, Registry
+from utils.registry import DATASETS, LOSSES, MODELS, NETWORKS, Registry
 
 
 @pytest.fixture()
@@ -67,5 +67,76 @@ def test_deterministic_order(plugin_dir):
 
 
 def test_project_registries_have_no_duplicates():
-    for reg in (NETWORKS, MODELS, DATASETS):
+    for reg in (NETWORKS, MODELS, DATASETS, LOSSES):
         assert reg.duplicates() == {}, f"{reg.kind}: {reg.duplicates()}"
+
+
+def test_base_keeps_only_subclasses_found_without_import(plugin_dir):
+    """Subclasses count transitively, across files, through ``from``/``import ... as``/relative
+    imports and aliases; the base itself, other classes and constants do not; nothing is imported."""
+    write(plugin_dir / "plugins" / "__init__.py", "")
+    write(plugin_dir / "plugins" / "sub" / "__init__.py", "")
+    write(plugin_dir / "plugins" / "base_model.py", """
+        class BaseModel:
+            pass
+        class NonFiniteLossError(Exception):
+            pass
+        """)
+    write(plugin_dir / "plugins" / "broken_model.py", """
+        import not_a_real_package
+        from plugins.base_model import BaseModel
+        class Broken_model(BaseModel):
+            pass
+        """)
+    write(plugin_dir / "plugins" / "a_model.py", """
+        from plugins.base_model import BaseModel, NonFiniteLossError
+        class Task_model(BaseModel):
+            pass
+        class Helper:
+            pass
+        class Error_model(NonFiniteLossError):
+            pass
+        LIMIT = 3
+        Old_model = Task_model
+        """)
+    write(plugin_dir / "plugins" / "sub" / "b_model.py", """
+        import plugins.base_model as bm
+        from ..a_model import Task_model as Parent
+        class Child_model(Parent):
+            pass
+        class Direct_model(bm.BaseModel):
+            pass
+        class Grandchild_model(Child_model):
+            pass
+        """)
+    reg = Registry("model_type", "plugins", "**/*_model.py", base="plugins.base_model.BaseModel")
+    assert reg.names() == ["Broken_model", "Child_model", "Direct_model", "Grandchild_model", "Old_model", "Task_model"]
+    assert not [m for m in sys.modules if m.startswith("plugins")]
+    with pytest.raises(RegistryError, match=r"unknown model_type 'BaseModel'"):
+        reg.get("BaseModel")
+    with pytest.raises(RegistryError, match="failed to import.*not_a_real_package"):
+        reg.get("Broken_model")
+    assert reg.get("Direct_model").__name__ == "Direct_model"
+    assert reg.get("Old_model") is reg.get("Task_model")
+    # a class that is not a subclass once imported (rebound later in the file) is refused
+    write(plugin_dir / "plugins" / "c_model.py", """
+        from plugins.base_model import BaseModel
+        class Fake_model(BaseModel):
+            pass
+        Fake_model = int
+        """)
+    with pytest.raises(RegistryError, match="not a subclass of plugins.base_model.BaseModel"):
+        reg.get("Fake_model")
+
+
+def test_project_model_types_are_task_classes_only():
+    from models import create_model, model_names
+    from models.base_model import BaseModel
+
+    names = model_names()
+    assert "PairedRestoration_model" in names and "BaseModel" not in names and "NonFiniteLossError" not in names
+    for name in names:
+        cls = MODELS.get(name)
+        assert issubclass(cls, BaseModel) and cls is not BaseModel, name
+    with pytest.raises(RegistryError, match="unknown model_type 'NonFiniteLossError'"):
+        create_model(type("Opt", (), {"model_type": "NonFiniteLossError"})())

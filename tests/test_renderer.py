@@ -8,12 +8,12 @@ import pytest
 import torch
 from scipy import ndimage
 
+from psf.basis import psf_basis
+from psf.example_fields import elliptical_gaussian_field
 from psf.field import PSFField, default_H_img, save_psf_field
-from utils.pca import psf_basis
 from utils.sv_renderer import (
     SVRenderer,
     coef_maps,
-    elliptical_gaussian_field,
     interpolated_psf,
     node_weight_maps,
     node_weights,
@@ -32,7 +32,7 @@ def random_field(c_out=3, c_in=1, grid=(3, 4), k=7, sensor=(40, 50), seed=0) -> 
 
 
 def svd_basis(field: PSFField, k: int | None = None) -> PSFField:
-    """Step 2's truncated-SVD basis (utils.pca): psfs ≈ Σ_K coef · basis."""
+    """Step 2's truncated-SVD basis (psf.basis): psfs ≈ Σ_K coef · basis."""
     basis = psf_basis(field.psfs, n_basis=k or field.n_nodes, method="svd")
     return field.with_basis(basis.basis_psfs.float(), basis.basis_coef.float())
 

@@ -114,7 +114,7 @@ def test_step3_array_and_merge_equal_a_single_run_byte_for_byte(slurm_cluster: L
     same time on two nodes render their shards of one folder, the dependent merge writes the card;
     every file equals a one-process run's. (The tasks race to create the folder and its manifest.)"""
     from psf.field import save_psf_field
-    from utils.sv_renderer import elliptical_gaussian_field
+    from psf.example_fields import elliptical_gaussian_field
 
     save_psf_field(elliptical_gaussian_field(grid_shape=(2, 2), psf_size=7, sensor_res=(32, 48), sigma_radial=1.5),
                    tmp_path / "psf")

@@ -136,10 +136,10 @@ def test_step3_array_task_joins_the_folder_another_task_created_meanwhile(tmp_pa
     import cv2
     import skimage.data
 
-    import data_gen.synthetic_dataset as step3
+    import data_gen.step3_writer as step3
     from psf.field import save_psf_field
     from utils.errors import DataError
-    from utils.sv_renderer import elliptical_gaussian_field
+    from psf.example_fields import elliptical_gaussian_field
 
     save_psf_field(elliptical_gaussian_field(grid_shape=(2, 2), psf_size=5, sensor_res=(16, 24), sigma_radial=1.0),
                    tmp_path / "psf")

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from psf.field import PSFField, default_H_img
-from utils.pca import psf_basis
+from psf.basis import psf_basis
 from utils.sv_renderer import BasisBlur, coef_maps, render, sv_blur, sv_blur_adjoint
 
 

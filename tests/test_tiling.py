@@ -106,13 +106,13 @@ def test_conditioning_maps_are_tiled_and_others_passed_through():
     coef = rand(3, 1, 4, 40, 50, seed=2)  # per-pixel basis coefficients, no batch axis
     basis = rand(3, 1, 4, 5, 5, seed=3)
 
-    def fn(t, mask, coef, basis, scale):
-        assert basis is globals_basis[0] and scale == 2.0
+    def fn(t, mask, coef, basis, gain):
+        assert basis is globals_basis[0] and gain == 2.0
         assert mask.shape[-2:] == t.shape[-2:] == coef.shape[-2:]
-        return t * mask * scale + coef.sum(dim=(0, 1, 2))
+        return t * mask * gain + coef.sum(dim=(0, 1, 2))
 
     globals_basis = [basis]
-    y = tiled_forward(fn, x, 16, 4, mask=mask, coef=coef, basis=basis, scale=2.0)
+    y = tiled_forward(fn, x, 16, 4, mask=mask, coef=coef, basis=basis, gain=2.0)  # (``scale`` is tiled_forward's own)
     torch.testing.assert_close(y, x * mask * 2.0 + coef.sum(dim=(0, 1, 2)))
     # tiled_keys overrides the detection: a map not tiled reaches fn whole.
     seen = []
@@ -128,3 +128,152 @@ def test_bad_arguments():
         tiled_forward(lambda t: t, x, 16, 4, blend=5)
     with pytest.raises(ValueError, match="size-preserving"):
         tiled_forward(lambda t: t[..., ::2, ::2], x, 16, 4)
+
+
+# -- scale factor, clips, encoder/decoder grids, tiled_predict (issue 10) --------------------------------
+from utils.tiling import tiled_clip_forward, tiled_decode, tiled_encode  # noqa: E402
+
+
+def nearest_up(t, s=2):
+    """A "network" whose exact output is known: nearest-neighbour upsampling by ``s``."""
+    return t.repeat_interleave(s, dim=-2).repeat_interleave(s, dim=-1)
+
+
+@pytest.mark.parametrize("size,patch,overlap,blend,scale", [
+    ((50, 61), 16, 4, None, 2), ((50, 61), 16, 8, 0, 2), ((33, 17), (20, 12), (6, 2), None, 3),
+    ((10, 7), 16, 8, None, 2), ((97, 40), 32, 16, 16, 4),
+])
+def test_scaled_tiles_are_placed_at_scaled_positions(size, patch, overlap, blend, scale):
+    """Nearest upsampling tiled = nearest upsampling of the whole image, bit for bit: every output
+    tile lands at ``scale``× its input position and the blend weights still sum to one."""
+    x = rand(2, 3, *size)
+    y = tiled_forward(lambda t: nearest_up(t, scale), x, patch, overlap, blend=blend, scale=scale)
+    assert y.shape == (2, 3, size[0] * scale, size[1] * scale)
+    assert torch.equal(y, nearest_up(x, scale))
+
+
+def test_scaled_tiles_with_position_dependent_output():
+    """Each tile's output encodes where the tile came from (its pixel coordinates): the stitched
+    output must show the global coordinate grid, upsampled."""
+    H, W = 45, 38
+    yy, xx = torch.meshgrid(torch.arange(H, dtype=torch.float32), torch.arange(W, dtype=torch.float32), indexing="ij")
+    coords = torch.stack([yy, xx])[None]
+    y = tiled_forward(lambda t: nearest_up(t, 2), coords, 16, 6, scale=2, blend=0)
+    assert torch.equal(y, nearest_up(coords, 2))
+
+
+def sr_convnet(scale=2):
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.GELU(), nn.Conv2d(8, 3 * scale * scale, 3, padding=1),
+                         nn.PixelShuffle(scale)).eval()
+
+
+def test_sr_net_equals_full_forward():
+    """Radius 2 (two 3×3 convs at the input resolution) ≤ (overlap - blend) // 2 = 2."""
+    net = sr_convnet(2)
+    x = rand(1, 3, 41, 30)
+    with torch.no_grad():
+        full = net(x)
+        tiled = tiled_forward(net, x, 12, 4, blend=0, scale=2)
+        assert (tiled_forward(net, x, 12, 2, blend=0, scale=2) - full).abs().max() > 1e-4  # control
+    assert tiled.shape == full.shape == (1, 3, 82, 60)
+    torch.testing.assert_close(tiled, full, atol=1e-6, rtol=0)
+
+
+def test_scale_must_match_the_output():
+    with pytest.raises(ValueError, match="2x its tile"):
+        tiled_forward(lambda t: t, rand(1, 3, 40, 40), 16, 4, scale=2)
+
+
+def temporal_mix(clip):
+    """clip→clip "network" with temporal radius 1: each frame + its neighbours (zeros outside)."""
+    padded = torch.nn.functional.pad(clip, (0, 0, 0, 0, 0, 0, 1, 1))
+    return padded[:, :-2] + 2 * padded[:, 1:-1] - padded[:, 2:]
+
+
+@pytest.mark.parametrize("frames,window,overlap,blend", [(11, 4, 2, 0), (11, 6, 2, 0), (13, 6, 3, 1), (3, 8, 2, 0)])
+def test_clip_windows_equal_the_whole_clip(frames, window, overlap, blend):
+    x = rand(2, frames, 3, 9, 10)
+    calls = []
+
+    def fn(c):
+        calls.append(c.shape[1])
+        return temporal_mix(c)
+
+    y = tiled_clip_forward(fn, x, window, overlap, blend=blend)
+    torch.testing.assert_close(y, temporal_mix(x), atol=1e-6, rtol=0)
+    assert set(calls) == {min(window, frames)} and (len(calls) > 1 or frames <= window)
+
+
+def test_clip_windows_blend_and_identity():
+    x = rand(1, 17, 2, 5, 6)
+    assert torch.equal(tiled_clip_forward(lambda c: c * 1, x, 6, 3), x)  # convex weights, exact identity
+    # Too little overlap for temporal radius 1 shows.
+    assert (tiled_clip_forward(temporal_mix, x, 6, 0, blend=0) - temporal_mix(x)).abs().max() > 1e-3
+
+
+def test_clip_windows_and_spatial_tiles_with_scale():
+    x = rand(1, 9, 3, 20, 17)
+
+    def fn(c):
+        return nearest_up(temporal_mix(c), 2)
+
+    y = tiled_clip_forward(fn, x, 4, 2, blend=0, patch_size=8, spatial_overlap=2, scale=2)
+    torch.testing.assert_close(y, fn(x), atol=1e-6, rtol=0)
+
+
+def patchify_encoder(f=4):
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.GELU(), nn.Conv2d(6, 4, f, stride=f)).eval()
+
+
+def test_encoder_tiles_start_on_the_latent_grid():
+    """A stride-4 encoder is shift-equivariant only for shifts of 4: tiles laid out on the latent
+    grid reproduce the whole encoding (radius 1 input pixel + the 4-pixel cell → 1 latent cell of
+    margin suffices); every tile starts at a multiple of 4."""
+    enc = patchify_encoder(4)
+    x = rand(1, 3, 44, 60)
+    starts = []
+
+    def fn(t):
+        starts.append(t.shape[-2:])
+        return enc(t)
+
+    with torch.no_grad():
+        z = tiled_encode(fn, x, 16, 8, 4, blend=0)
+        full = enc(x)
+    assert z.shape == full.shape == (1, 4, 11, 15)
+    torch.testing.assert_close(z, full, atol=1e-6, rtol=0)
+    assert all(h % 4 == 0 and w % 4 == 0 for h, w in starts)
+    with pytest.raises(ValueError, match="multiple of the downsampling factor 4"):
+        tiled_encode(enc, rand(1, 3, 42, 60), 16, 8, 4)
+
+
+def test_decoder_tiles_scale_by_the_factor():
+    x = rand(1, 4, 11, 15)
+    y = tiled_decode(lambda z: nearest_up(z, 4), x, 6, 2, 4)
+    assert torch.equal(y, nearest_up(x, 4))
+
+
+def test_tiled_predict_dispatches_on_kind():
+    from models.archs.arch_util import ArchIO
+    from utils.tiling import tiled_predict
+
+    class Up(nn.Module):
+        def forward(self, lq, mask):
+            return nearest_up(lq * mask, 2)
+
+    x, mask = rand(1, 3, 30, 26), rand(1, 1, 30, 26, seed=1)
+    y = tiled_predict(Up(), {"lq": x, "mask": mask}, ArchIO(scale=2, inputs={"lq": "image", "mask": "mask"}), 12, 4)
+    assert torch.equal(y, nearest_up(x * mask, 2))
+
+    class Clip(nn.Module):
+        def forward(self, lq):
+            return temporal_mix(lq)
+
+    clip = rand(1, 10, 3, 16, 16)
+    io = ArchIO(kind="clip2clip", inputs={"lq": "clip"}, temporal_radius=1, receptive_radius=0)
+    torch.testing.assert_close(tiled_predict(Clip(), {"lq": clip}, io, 8, 2, frames_window=4, blend=0),
+                               temporal_mix(clip), atol=1e-6, rtol=0)
+    with pytest.raises(ValueError, match="critic"):
+        tiled_predict(Up(), {"lq": x}, ArchIO(kind="critic", scale=4), 12, 4)

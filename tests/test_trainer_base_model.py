@@ -25,7 +25,7 @@ class TwoNetworkModel(BaseModel):
     def build_networks(self):
         return {"net": define_network(self.opt.network.to_dict()), "critic": Critic()}
 
-    def training_step(self, batch):
+    def training_step(self, batch, step):
         pred = self.run_network("net", batch)
         critic_loss = self.networks["critic"](pred.detach()).mean() - self.networks["critic"](batch["gt"]).mean()
         self.backward(critic_loss)
@@ -85,7 +85,7 @@ def test_two_optimisers_step_only_at_accumulation_boundaries(accelerator):
     for micro in range(4):
         before = {n: snapshot(model.network(n)) for n in model.networks}
         with model.accumulate():
-            logs = model.training_step(batch)
+            logs = model.training_step(batch, micro // 2)
         boundary = micro % 2 == 1
         for name in model.networks:
             assert changed(before[name], model.network(name)) == boundary, (name, micro)

@@ -125,7 +125,7 @@ def test_train_stream_is_process_count_invariant_and_resumable():
 
 
 def test_shards_cover_every_image_once():
-    from trainer import shard_indices
+    from utils.evaluation import shard_indices
 
     for n in (1, 5, 8):
         shards = [shard_indices(n, r, 3) for r in range(3)]
@@ -136,19 +136,18 @@ def test_shards_cover_every_image_once():
 
 
 def test_quantize_matches_saved_png_levels():
-    from trainer import quantize_uint8
     from utils.image_io import quantize
 
     levels = torch.arange(256, dtype=torch.float64)
     x = torch.cat([torch.rand(1000, dtype=torch.float64) * 1.4 - 0.2,
                    (levels + 0.5) / 255.0, levels / 255.0]).float()   # including exact half levels
-    ours = quantize_uint8(x)
-    expected = quantize(x.numpy(), bits=8).astype(np.float32) / 255.0
+    ours = quantize(x)
+    expected = np.round(np.clip(x.numpy().astype(np.float64), 0, 1) * 255).astype(np.float32) / 255.0
     assert np.array_equal(ours.numpy(), expected)
 
 
 def test_output_names():
-    from trainer import output_name
+    from utils.evaluation import output_name
 
     assert output_name("scene/0001") == "scene/0001.png"
     assert output_name("img.jpg") == "img.png"
@@ -161,7 +160,7 @@ def test_metrics_files_shape(tmp_path):
     import csv
     import json
 
-    from trainer import write_metrics_files
+    from utils.evaluation import write_metrics_files
 
     per_image = {"a.png": {"psnr": 30.0, "ssim": 0.9}, "b/c.png": {"psnr": float("inf"), "ssim": 1.0}}
     mean = write_metrics_files(tmp_path, per_image, ("psnr", "ssim"), 0, False, {"split": "datasets.val"})

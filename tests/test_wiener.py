@@ -14,8 +14,9 @@ from models.archs import define_network
 from models.archs.wiener_arch import region_weights, wiener_deconvolve
 from psf.field import PSFField, default_H_img
 from utils.noise import gaussian_noise
-from utils.pca import psf_basis
-from utils.sv_renderer import coef_maps, elliptical_gaussian_field, render
+from psf.basis import psf_basis
+from psf.example_fields import elliptical_gaussian_field
+from utils.sv_renderer import coef_maps, render
 
 
 def psnr(a, b, border=0):

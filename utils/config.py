@@ -12,7 +12,8 @@ Loading an experiment (``load_config(path, overrides)``) does, in order:
 3. ``${...}`` interpolation (OmegaConf), e.g. ``name: nafnet_${network.width}``.
 4. Validation against the typed schema below: an unknown key is an error naming the key and
    the closest valid one, a wrong type or a missing required field names the field.
-   ``network``, ``datasets.<split>`` and ``train.losses[i]`` are checked against the network
+   ``networks.<name>`` (``network:`` is shorthand for ``networks.net``), ``datasets.<split>``,
+   ``train.optimizers.<name>`` and ``train.losses[i]`` are checked against the network
    config class, the dataset constructor and the loss class; ``model`` against the
    ``Options`` dataclass of the class named by ``model_type`` (a task's own options).
 
@@ -129,6 +130,52 @@ class SchedulerConfig:
 
 
 @dataclass(frozen=True)
+class ParamGroupConfig:
+    """``train.optimizers.<net>.param_groups[i]``: parameters of one network whose name matches
+    ``match`` (a regular expression searched in the parameter name, e.g. ``^spynet\\.``) get
+    ``lr_mult`` × the network's learning rate, and no update before optimiser step
+    ``frozen_until`` (their gradients are set to None: the autograd graph and the optimiser's
+    parameter list never change, so DDP and resume work across the switch)."""
+
+    match: str
+    lr_mult: float = 1.0
+    frozen_until: int = 0
+
+    def __post_init__(self):
+        try:
+            re.compile(self.match)
+        except re.error as exc:
+            raise ConfigError(f"param_groups.match {self.match!r} is not a regular expression: {exc}") from None
+        _check(self.lr_mult >= 0, f"param_groups.lr_mult must be >= 0, got {self.lr_mult}")
+        _check(self.frozen_until >= 0, f"param_groups.frozen_until must be >= 0, got {self.frozen_until}")
+
+
+@dataclass(frozen=True)
+class NetworkOptimizerConfig:
+    """``train.optimizers.<net>``: per-network optimiser settings; each unset field falls back to
+    the shared ``train.lr`` / ``train.optim`` / ``train.scheduler``."""
+
+    lr: float | None = None
+    optim: OptimConfig | None = None
+    scheduler: SchedulerConfig | None = None
+    param_groups: tuple[ParamGroupConfig, ...] = ()
+
+    def __post_init__(self):
+        _check(self.lr is None or self.lr > 0, f"train.optimizers.*.lr must be > 0, got {self.lr}")
+
+
+@dataclass(frozen=True)
+class OptimizerSettings:
+    """The resolved optimiser settings of one network (``TrainConfig.optimizer_for``)."""
+
+    lr: float
+    optim: OptimConfig
+    scheduler: SchedulerConfig
+    param_groups: tuple[ParamGroupConfig, ...]
+    max_steps: int
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     """``train``: the optimisation loop."""
 
@@ -141,6 +188,8 @@ class TrainConfig:
     grad_accum: int = 1
     clip_grad_norm: float | None = None
     ema_decay: float | None = None
+    ema_start: int = 0  # EMA follows the weights exactly until this optimiser step, then averages
+    optimizers: FrozenDict = field(default_factory=FrozenDict)  # network name -> NetworkOptimizerConfig
     val_every: int = 1000
     checkpoint_every: int = 1000
     keep_checkpoints: int = 3
@@ -163,6 +212,19 @@ class TrainConfig:
                f"train.ema_decay must lie in (0, 1) or be null, got {self.ema_decay}")
         _check(len(self.losses) > 0, "train.losses must name at least one loss")
         _check(self.scheduler.min_lr <= self.lr, f"train.scheduler.min_lr ({self.scheduler.min_lr}) exceeds train.lr ({self.lr})")
+        _check(self.ema_start >= 0, f"train.ema_start must be >= 0, got {self.ema_start}")
+        for name, opt in self.optimizers.items():
+            lr = opt.lr if opt.lr is not None else self.lr
+            sched = opt.scheduler or self.scheduler
+            _check(sched.min_lr <= lr, f"train.optimizers.{name}: scheduler.min_lr ({sched.min_lr}) exceeds lr ({lr})")
+
+    def optimizer_for(self, network: str) -> OptimizerSettings:
+        """Settings of the optimiser of network ``network``: ``train.optimizers.<network>`` over
+        the shared ``train.lr``/``optim``/``scheduler``."""
+        own = self.optimizers.get(network) or NetworkOptimizerConfig()
+        return OptimizerSettings(lr=own.lr if own.lr is not None else self.lr, optim=own.optim or self.optim,
+                                 scheduler=own.scheduler or self.scheduler, param_groups=own.param_groups,
+                                 max_steps=self.max_steps)
 
 
 @dataclass(frozen=True)
@@ -179,6 +241,7 @@ class ValConfig:
     crop_border: int = 0
     test_y_channel: bool = False
     batch_size: int = 1
+    average: Literal["image", "clip", "frame"] = "image"  # clip: mean over each clip's frames, then over clips
 
     def __post_init__(self):
         _check(len(self.metrics) > 0, "val.metrics must name at least one metric")
@@ -219,10 +282,10 @@ class ExperimentConfig:
     """The whole experiment. ``model`` holds the instance of the model class's ``Options``."""
 
     name: str
-    network: FrozenDict
+    networks: FrozenDict  # network name -> options (``type`` + config keywords); YAML ``network:`` = ``networks.net``
     train: TrainConfig
     seed: int = 0
-    model_type: str = "Simple_model"
+    model_type: str = "PairedRestoration_model"
     model: Any = field(default_factory=NoOptions)
     datasets: DatasetsConfig = field(default_factory=DatasetsConfig)
     path: PathConfig = field(default_factory=PathConfig)
@@ -236,6 +299,11 @@ class ExperimentConfig:
                f"name must be a plain folder name (no slashes or spaces), got {self.name!r}")
         _check(len(set(self.report_to)) == len(self.report_to), f"report_to lists a tracker twice: {list(self.report_to)}")
         _check(not self.push_to_hub or bool(self.hub_model_id), "push_to_hub: true needs hub_model_id (user/name)")
+
+    @property
+    def network(self) -> FrozenDict | None:
+        """``networks.net``: the main network's options (the YAML shorthand ``network:``)."""
+        return self.networks.get("net")
 
     @property
     def run_dir(self) -> Path:
@@ -299,6 +367,8 @@ def load_yaml_tree(path: str | os.PathLike, _chain: tuple[Path, ...] = ()) -> di
     merged: dict = {}
     for base in bases:
         merged = _merge(merged, load_yaml_tree(resolved.parent / base, (*_chain, resolved)))
+    if isinstance(data.get("networks"), Mapping) and "net" in data["networks"]:
+        merged.pop("network", None)  # the file's networks.net replaces a base's `network:` shorthand
     return _merge(merged, data)
 
 
@@ -538,6 +608,35 @@ def _check_network(value, key: str, root: Mapping) -> FrozenDict:
     return FrozenDict(value)
 
 
+def _check_networks(value, key: str, root: Mapping) -> FrozenDict:
+    if not isinstance(value, Mapping) or not value:
+        raise ConfigError(f"{key} must map network names to options, e.g. {{net: {{type: NAFNet}}}}; got {value!r}")
+    out = {}
+    for name, options in value.items():
+        if not re.fullmatch(r"[A-Za-z_]\w*", str(name)):
+            raise ConfigError(f"{key}: network name {name!r} must be an identifier (letters, digits, _)")
+        # A lone ``net`` is what the ``network:`` shorthand wrote: name it so in errors.
+        label = "network" if name == "net" and len(value) == 1 else f"{key}.{name}"
+        out[str(name)] = _check_network(options, label, root)
+    return FrozenDict(out)
+
+
+def _check_optimizers(value, key: str, root: Mapping) -> FrozenDict:
+    if value is None:
+        return FrozenDict()
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{key} must map network names to optimiser settings, got {value!r}")
+    networks = list(root.get("networks") or {})
+    out = {}
+    for name, options in value.items():
+        if networks and name not in networks:
+            guess = closest(str(name), networks)
+            hint = f"; did you mean {key}.{guess}?" if guess else f" (networks: {', '.join(networks)})"
+            raise ConfigError(f"{key}.{name}: no network named '{name}'{hint}")
+        out[str(name)] = build_dataclass(NetworkOptimizerConfig, options, f"{key}.{name}")
+    return FrozenDict(out)
+
+
 def _check_dataset(value, key: str, root: Mapping) -> FrozenDict | None:
     from dataset import check_dataset_options
 
@@ -582,7 +681,7 @@ def _check_metrics(value, key: str, root: Mapping) -> tuple[str, ...]:
 def _build_model_options(value, key: str, root: Mapping):
     from utils.registry import MODELS
 
-    model_type = root.get("model_type", "Simple_model")
+    model_type = root.get("model_type", "PairedRestoration_model")
     if not isinstance(model_type, str):
         raise ConfigError(f"model_type must be a string, got {model_type!r}")
     try:
@@ -604,7 +703,8 @@ def _checked(check, options: Mapping, key: str) -> None:
 
 
 HOOKS: dict[str, Hook] = {
-    "network": _check_network,
+    "networks": _check_networks,
+    "train.optimizers": _check_optimizers,
     "datasets.train": _check_dataset,
     "datasets.val": _check_dataset,
     "datasets.test": _check_dataset,
@@ -614,10 +714,36 @@ HOOKS: dict[str, Hook] = {
 }
 
 
+# Earlier names of model classes, still accepted in configs (saved configs carry the new name).
+MODEL_TYPE_ALIASES = {"Simple_model": "PairedRestoration_model"}
+
+
+def normalize_tree(data: Mapping) -> dict:
+    """The shorthands of a resolved tree, spelled out: ``network: X`` -> ``networks.net: X``
+    (merged over an inherited ``networks.net``), old ``model_type`` names -> current ones."""
+    data = dict(data)
+    if data.get("network") is None:
+        data.pop("network", None)
+    else:
+        shorthand = data.pop("network")
+        networks = dict(data.get("networks") or {})
+        old = networks.get("net")
+        if isinstance(shorthand, Mapping) and isinstance(old, Mapping):
+            shorthand = _merge({"net": old}, {"net": shorthand})["net"]
+        networks["net"] = shorthand
+        data["networks"] = networks
+    if data.get("model_type") in MODEL_TYPE_ALIASES:
+        data["model_type"] = MODEL_TYPE_ALIASES[data["model_type"]]
+    return data
+
+
 def config_from_dict(data: Mapping) -> ExperimentConfig:
     """Validate a resolved config tree into an ``ExperimentConfig``."""
     if not isinstance(data, Mapping):
         raise ConfigError(f"config must be a mapping, got {type(data).__name__}")
+    data = normalize_tree(data)
+    if "networks" not in data:
+        raise ConfigError("missing required field networks (or its shorthand network: {type: ...})")
     return build_dataclass(ExperimentConfig, data, "", HOOKS, data)
 
 

@@ -78,13 +78,34 @@ def _to_float_rgb(raw: np.ndarray, channels: int, name: str) -> np.ndarray:
     return np.ascontiguousarray(img)
 
 
-def quantize(img: np.ndarray, bits: int = 8) -> np.ndarray:
-    """Clip to [0, 1] and round to the nearest of 2**bits levels (uint8 or uint16)."""
+def quantize_levels(x: np.ndarray | torch.Tensor, bits: int = 8) -> np.ndarray | torch.Tensor:
+    """Integer levels of :func:`quantize`: clamp to [0, 1], scale by 2**bits − 1 in float64 and
+    round half to even (numpy and torch alike); numpy -> uint8/uint16, torch -> float64 levels."""
+    top = _top(bits)
+    if isinstance(x, torch.Tensor):
+        return torch.round(x.detach().to(torch.float64).clamp(0.0, 1.0) * top)
+    levels = np.round(np.clip(np.asarray(x, dtype=np.float64), 0.0, 1.0) * top)
+    return levels.astype(np.uint8 if bits == 8 else np.uint16)
+
+
+def quantize(x: np.ndarray | torch.Tensor, bits: int = 8) -> np.ndarray | torch.Tensor:
+    """The lab's one quantiser: exactly what an image saved with ``bits`` bits holds.
+
+    Clamp to [0, 1], round to the nearest of the 2**bits levels in float64 (half to even, as
+    numpy, torch and the PNG writer below), and return float32 values k / (2**bits − 1) of the
+    input's type (numpy array -> array, torch tensor -> tensor on the same device).
+    """
+    top = _top(bits)
+    levels = quantize_levels(x, bits)
+    if isinstance(levels, torch.Tensor):
+        return (levels / top).to(torch.float32)
+    return (levels.astype(np.float64) / top).astype(np.float32)
+
+
+def _top(bits: int) -> float:
     if bits not in (8, 16):
         raise ValueError(f"bits must be 8 or 16, got {bits}")
-    top = 255.0 if bits == 8 else 65535.0
-    dtype = np.uint8 if bits == 8 else np.uint16
-    return np.round(np.clip(img.astype(np.float64), 0.0, 1.0) * top).astype(dtype)
+    return float(2 ** bits - 1)
 
 
 def write_image(path: str | os.PathLike, img: np.ndarray | torch.Tensor, bits: int = 8) -> Path:
@@ -94,7 +115,7 @@ def write_image(path: str | os.PathLike, img: np.ndarray | torch.Tensor, bits: i
         img = tensor_to_image(img)
     if img.ndim == 2:
         img = img[:, :, None]
-    data = quantize(img, bits)
+    data = quantize_levels(img, bits)
     if data.shape[2] == 3:
         data = data[:, :, ::-1]  # RGB -> OpenCV BGR
     with atomic_path(path) as tmp:

@@ -35,15 +35,6 @@ def linear_to_srgb(x: torch.Tensor) -> torch.Tensor:
     return torch.where(x <= 0.0031308, 12.92 * x, 1.055 * x.clamp(min=0.0031308) ** (1 / 2.4) - 0.055)
 
 
-def quantize(x: torch.Tensor, bits: int = 8) -> torch.Tensor:
-    """Clip to [0, 1] and round to the nearest of 2**bits levels (ties to even, as numpy and
-    ``utils.image_io.quantize``, so this is exactly what a saved PNG holds; floats in [0, 1])."""
-    if bits not in (8, 16):
-        raise ValueError(f"bits must be 8 or 16, got {bits}")
-    top = float(2 ** bits - 1)
-    return torch.round(x.clamp(0, 1) * top) / top
-
-
 # -- draws ---------------------------------------------------------------------------------------
 def _randn(like: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
     device = generator.device if generator is not None else like.device

@@ -1,18 +1,23 @@
 """Naming-convention registries (DESIGN.md, "Naming convention").
 
-A registry maps a name used in configs (``NAFNet``, ``Simple_model``, ``HFDataset``) to the
+A registry maps a name used in configs (``NAFNet``, ``PairedRestoration_model``, ``HFDataset``) to the
 class that implements it, found by the file naming convention:
 
 * networks: ``{Type}_arch`` (+ ``{Type}_config``) in ``models/archs/**/*_arch.py``
-* models:   ``{Name}`` in ``models/**/*_model.py``
+* models:   ``{Name}`` in ``models/**/*_model.py``, subclasses of ``models.base_model.BaseModel``
+* losses:   ``{Name}Loss`` in ``models/losses/**/*_loss.py`` (base classes live in
+  ``models/losses/base.py``, outside the pattern)
 * datasets: ``{Name}`` in ``dataset/*_dataset.py``
 
 Discovery reads the files' syntax trees (top-level ``class`` statements and ``Name = ...``
 aliases) without importing them, so it is cheap and a broken optional dependency in one
-module never breaks another. A module is imported only when one of its names is requested.
-Files are scanned in sorted order, so results never depend on the file system. A name
-defined in two files is an error naming both; an unknown name is an error listing the known
-names and the closest match.
+module never breaks another. A registry with a ``base`` keeps only the classes (and aliases of
+classes) that derive from it, transitively, also across files: base lists are followed through
+local classes, aliases and ``import``/``from ... import`` statements of project modules, still
+without importing anything (a class whose bases cannot be read that way is not registered).
+A module is imported only when one of its names is requested. Files are scanned in sorted
+order, so results never depend on the file system. A name defined in two files is an error
+naming both; an unknown name is an error listing the known names and the closest match.
 """
 from __future__ import annotations
 
@@ -54,13 +59,16 @@ class Registry:
     ``suffix``: only top-level names ending with it are registered and the suffix is dropped
     from the public name (``NAFNet_arch`` -> ``NAFNet``). With ``suffix=""`` every public
     top-level class is registered under its own name.
+    ``base``: ``"package.module.Class"``; only its strict subclasses are registered (read from
+    the syntax tree, checked again on import).
     """
 
-    def __init__(self, kind: str, root: str, pattern: str, suffix: str = ""):
+    def __init__(self, kind: str, root: str, pattern: str, suffix: str = "", base: str | None = None):
         self.kind = kind
         self.root = PROJECT_ROOT / root
         self.pattern = pattern
         self.suffix = suffix
+        self.base = base
         self._index: dict[str, list[_Entry]] | None = None
         self._signature: tuple | None = None
 
@@ -74,11 +82,20 @@ class Registry:
         if self._index is not None and signature == self._signature:
             return self._index
         index: dict[str, list[_Entry]] = {}
+        base = None
+        if self.base is not None:
+            base = _class_of(self.base)
+            if base is None:
+                raise RegistryError(f"{self.kind} registry: base class {self.base} not found under {PROJECT_ROOT}")
         for path in files:
-            module = ".".join(path.relative_to(PROJECT_ROOT).with_suffix("").parts)
+            module = _module_name(path)
             for name in _top_level_names(path):
                 if name.startswith("_") or not name[0].isupper():
                     continue
+                if base is not None:
+                    cls = _class_of(f"{module}.{name}")
+                    if cls is None or cls == base or not _derives(cls, base):
+                        continue
                 if self.suffix:
                     if not name.endswith(self.suffix) or name == self.suffix:
                         continue
@@ -97,6 +114,9 @@ class Registry:
 
     def __contains__(self, name: str) -> bool:
         return name in self._scan()
+
+    def __iter__(self):
+        return iter(self.names())
 
     def path_of(self, name: str) -> Path:
         return self._entry(name).path
@@ -129,19 +149,29 @@ class Registry:
         """The object registered as ``name`` (or ``attribute`` of its module)."""
         module = self.module_of(name)
         attr = attribute or f"{name}{self.suffix}"
+        rel = self._entry(name).path.relative_to(PROJECT_ROOT)
         try:
-            return getattr(module, attr)
+            obj = getattr(module, attr)
         except AttributeError:
-            rel = self._entry(name).path.relative_to(PROJECT_ROOT)
             raise RegistryError(f"{self.kind} '{name}': {rel} defines no '{attr}'") from None
+        if self.base is not None and attribute is None:
+            base_module, _, base_name = self.base.rpartition(".")
+            base = getattr(importlib.import_module(base_module), base_name)
+            if not (isinstance(obj, type) and issubclass(obj, base)) or obj is base:
+                raise RegistryError(f"{self.kind} '{name}' in {rel} is not a subclass of {self.base}")
+        return obj
+
+
+def _parse(path: Path) -> ast.Module:
+    try:
+        return ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    except SyntaxError as exc:
+        raise RegistryError(f"cannot parse {path.relative_to(PROJECT_ROOT)}: {exc}") from exc
 
 
 def _top_level_names(path: Path) -> list[str]:
     """Names bound at module level by ``class X`` or ``X = ...`` (no import)."""
-    try:
-        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
-    except SyntaxError as exc:
-        raise RegistryError(f"cannot parse {path.relative_to(PROJECT_ROOT)}: {exc}") from exc
+    tree = _parse(path)
     names = []
     for node in tree.body:
         if isinstance(node, ast.ClassDef):
@@ -150,11 +180,140 @@ def _top_level_names(path: Path) -> list[str]:
             names.extend(t.id for t in node.targets if isinstance(t, ast.Name))
         elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
             names.append(node.target.id)
-    return names
+    return list(dict.fromkeys(names))  # a name bound twice in one file is one definition
+
+
+# -- static class hierarchy ---------------------------------------------------------------------
+@dataclass(frozen=True)
+class _ModuleInfo:
+    classes: dict[str, list[str]]   # class name -> its base expressions, dotted ("bm.BaseModel")
+    aliases: dict[str, str]         # ``Old = New`` -> dotted right-hand side
+    imports: dict[str, str]         # local name -> absolute dotted target
+
+
+_MODULE_CACHE: dict[Path, tuple[int, _ModuleInfo]] = {}
+_MAX_HOPS = 50  # aliases/re-exports followed before giving up (cycles)
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(PROJECT_ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _module_file(module: str) -> Path | None:
+    """The project file of a dotted module name, or None (third-party, builtin, missing)."""
+    if not module:
+        return None
+    base = PROJECT_ROOT.joinpath(*module.split("."))
+    for path in (base.with_suffix(".py"), base / "__init__.py"):
+        if path.is_file():
+            return path
+    return None
+
+
+def _dotted(expr: ast.expr) -> str | None:
+    if isinstance(expr, ast.Name):
+        return expr.id
+    if isinstance(expr, ast.Attribute):
+        head = _dotted(expr.value)
+        return f"{head}.{expr.attr}" if head else None
+    if isinstance(expr, ast.Subscript):  # Generic[T], Base[...]
+        return _dotted(expr.value)
+    return None
+
+
+def _module_info(module: str) -> _ModuleInfo | None:
+    path = _module_file(module)
+    if path is None:
+        return None
+    mtime = path.stat().st_mtime_ns
+    cached = _MODULE_CACHE.get(path)
+    if cached is not None and cached[0] == mtime:
+        return cached[1]
+    tree = _parse(path)
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    classes: dict[str, list[str]] = {}
+    aliases: dict[str, str] = {}
+    imports: dict[str, str] = {}
+    for node in tree.body:
+        if isinstance(node, ast.ClassDef):
+            classes[node.name] = [d for d in map(_dotted, node.bases) if d]
+        elif isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            target = _dotted(node.value) if isinstance(node.value, (ast.Name, ast.Attribute)) else None
+            if target:
+                aliases[node.targets[0].id] = target
+        elif isinstance(node, ast.ImportFrom):
+            source = node.module or ""
+            if node.level:
+                parent = package.split(".") if package else []
+                parent = parent[: len(parent) - (node.level - 1)]
+                source = ".".join(parent + ([node.module] if node.module else []))
+            for alias in node.names:
+                imports[alias.asname or alias.name] = f"{source}.{alias.name}"
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.asname:
+                    imports[alias.asname] = alias.name
+                else:
+                    head = alias.name.split(".")[0]
+                    imports[head] = head
+    info = _ModuleInfo(classes, aliases, imports)
+    _MODULE_CACHE[path] = (mtime, info)
+    return info
+
+
+def _qualify(module: str, dotted: str) -> str | None:
+    """The absolute dotted name that ``dotted`` means inside ``module``."""
+    info = _module_info(module)
+    head, _, rest = dotted.partition(".")
+    if info is None:
+        return None
+    if head in info.classes or head in info.aliases:
+        target = f"{module}.{head}"
+    elif head in info.imports:
+        target = info.imports[head]
+    else:
+        return None  # a builtin or an undefined name: not a project class
+    return f"{target}.{rest}" if rest else target
+
+
+def _class_of(qualified: str | None, hops: int = 0) -> tuple[str, str] | None:
+    """``(module, class name)`` of the project class an absolute dotted name refers to, following
+    aliases and re-exports; None when it is not one (or cannot be told without importing)."""
+    if qualified is None or hops > _MAX_HOPS:
+        return None
+    module, _, name = qualified.rpartition(".")
+    info = _module_info(module)
+    if info is None:
+        return None
+    if name in info.classes:
+        return module, name
+    if name in info.aliases:
+        return _class_of(_qualify(module, info.aliases[name]), hops + 1)
+    if name in info.imports:
+        return _class_of(info.imports[name], hops + 1)
+    return None
+
+
+def _derives(cls: tuple[str, str], base: tuple[str, str], seen: set | None = None) -> bool:
+    """True when ``cls`` is ``base`` or one of its (transitive) subclasses."""
+    if cls == base:
+        return True
+    seen = set() if seen is None else seen
+    if cls in seen:
+        return False
+    seen.add(cls)
+    module, name = cls
+    for expr in _module_info(module).classes[name]:
+        parent = _class_of(_qualify(module, expr))
+        if parent is not None and _derives(parent, base, seen):
+            return True
+    return False
 
 
 NETWORKS = Registry("network", "models/archs", "**/*_arch.py", suffix="_arch")
-MODELS = Registry("model_type", "models", "**/*_model.py")
+MODELS = Registry("model_type", "models", "**/*_model.py", base="models.base_model.BaseModel")
+LOSSES = Registry("loss", "models/losses", "**/*_loss.py", suffix="Loss", base="models.losses.base.Loss")
 DATASETS = Registry("dataset", "dataset", "*_dataset.py")
 
 

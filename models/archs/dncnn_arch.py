@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from models.archs.arch_util import RestorationConfig, RestorationModel
+from models.archs.arch_util import ArchIO, RestorationConfig, RestorationModel
 from utils.errors import ConfigError
 
 
@@ -59,6 +59,11 @@ class DnCNN_arch(RestorationModel):
         layers.append(nn.Conv2d(c.width, c.out_channels, 3, padding=1))
         self.body = nn.Sequential(*layers)
         self.post_init()
+
+    @property
+    def io(self) -> ArchIO:
+        # ``depth`` 3×3 convolutions (BatchNorm is per pixel in eval mode): radius = depth.
+        return ArchIO(kind="image", scale=1, inputs={"lq": "image"}, receptive_radius=self.config.depth)
 
     def forward(self, lq: torch.Tensor) -> torch.Tensor:
         x = self.body(lq)

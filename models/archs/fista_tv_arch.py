@@ -28,7 +28,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from models.archs.arch_util import RestorationConfig, RestorationModel
+from models.archs.arch_util import PSF_INPUTS, ArchIO, RestorationConfig, RestorationModel
 from utils.errors import ConfigError
 
 
@@ -45,7 +45,7 @@ class FISTATV_config(RestorationConfig):
         in_channels: image channels.
     """
 
-    model_type = "restorelab-fista-tv"
+    model_type = "restorelab_fista_tv"
 
     def __init__(self, iterations: int = 50, tv_weight: float = 2e-3, tv_iterations: int = 10,
                  learnable_tv_weight: bool = False, clip: bool = True, boundary: str = "reflect",
@@ -192,6 +192,11 @@ class FISTATV_arch(RestorationModel):
         self.log_tv_weight = torch.nn.Parameter(torch.full((config.in_channels,), math.log(config.tv_weight)),
                                                 requires_grad=config.learnable_tv_weight)
         self.post_init()
+
+    @property
+    def io(self) -> ArchIO:
+        # The step size (power method) and backtracking are global over the image.
+        return ArchIO(kind="image", scale=1, inputs=PSF_INPUTS, receptive_radius=None)
 
     @property
     def tv_weight(self) -> torch.Tensor:

@@ -32,7 +32,7 @@ import math
 import torch
 from torch import nn
 
-from models.archs.arch_util import RestorationConfig, RestorationModel
+from models.archs.arch_util import PSF_INPUTS, ArchIO, RestorationConfig, RestorationModel
 from models.archs.wiener_arch import wiener_components, wiener_regions
 from utils.errors import ConfigError
 
@@ -55,7 +55,7 @@ class MultiWienerNet_config(RestorationConfig):
         in_channels: image channels.
     """
 
-    model_type = "restorelab-multiwienernet"
+    model_type = "restorelab_multi_wiener_net"
 
     def __init__(self, mode: str = "components", nsr: float = 1e-2, learnable_nsr: bool = True,
                  learn_filters: bool = True, n_basis: int = 16, psf_size: int = 33,
@@ -115,6 +115,11 @@ class MultiWienerNet_arch(RestorationModel):
         nn.init.zeros_(self.refiner.head.weight)  # the untrained network is the multi-Wiener stage
         nn.init.zeros_(self.refiner.head.bias)
         self.post_init()
+
+    @property
+    def io(self) -> ArchIO:
+        # FFT deconvolution over the whole (symmetrically extended) image: global.
+        return ArchIO(kind="image", scale=1, inputs=PSF_INPUTS, receptive_radius=None)
 
     @property
     def nsr(self) -> torch.Tensor:

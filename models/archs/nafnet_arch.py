@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.archs.arch_util import RestorationConfig, RestorationModel
+from models.archs.arch_util import ArchIO, RestorationConfig, RestorationModel
 from models.archs.layers import LayerNorm2d, OfficialCheckpointMixin, SimpleGate, pad_to_multiple
 from utils.errors import ConfigError
 from utils.registry import unknown_name_message
@@ -243,6 +243,12 @@ class NAFNet_arch(OfficialCheckpointMixin, RestorationModel):
             self.decoders.append(blocks(chan, num, levels - 1 - i))
         self.padder_size = 2 ** levels
         self.post_init()
+
+    @property
+    def io(self) -> ArchIO:
+        # Channel attention pools globally (TLC: over train_size windows) and the input is padded
+        # to a multiple of 2**levels: no bounded, shift-equivariant receptive field.
+        return ArchIO(kind="image", scale=1, inputs={"lq": "image"}, receptive_radius=None)
 
     def forward(self, lq: torch.Tensor) -> torch.Tensor:
         h, w = lq.shape[-2:]

@@ -27,6 +27,7 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import nn
 
+from models.archs.arch_util import PSF_INPUTS, ArchIO
 from models.archs.layers import pad_to_multiple
 from models.archs.nafnet_arch import NAFNet_arch, NAFNet_config
 from models.archs.psf_util import (LocalPSFEncoder, SpatialFiLM, check_basis_inputs, example_psf_inputs,
@@ -94,6 +95,11 @@ class NAFNetPSF_arch(NAFNet_arch):
         self.film_middle = SpatialFiLM(c.cond_dim, c.width * 2 ** len(c.enc_blk_nums))
         self.film_decoders = nn.ModuleList(SpatialFiLM(c.cond_dim, w) for w in reversed(widths))
         self.post_init()
+
+    @property
+    def io(self) -> ArchIO:
+        # NAFNet's global channel attention: no bounded receptive field.
+        return ArchIO(kind="image", scale=1, inputs=PSF_INPUTS, receptive_radius=None)
 
     def load_official_state_dict(self, state_dict: Mapping, param_key: str | None = None) -> None:
         """Official NAFNet weights into the backbone (``psf_util.load_official_backbone``)."""

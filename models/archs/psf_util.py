@@ -20,7 +20,8 @@ def example_psf_inputs(batch_size: int, size: int, channels: int = 3, psf_size: 
                        generator: torch.Generator | None = None, keys=("lq", "basis_psfs", "basis_coef")) -> dict:
     """Random ``lq`` and a valid spatially varying field for it: elliptical Gaussian PSFs on a
     2×2 node grid spanning the image (full rank: node PSFs + bilinear node weights)."""
-    from utils.sv_renderer import coef_maps, elliptical_gaussian_field
+    from psf.example_fields import elliptical_gaussian_field
+    from utils.sv_renderer import coef_maps
 
     lq = torch.rand(batch_size, channels, size, size, generator=generator)
     field = elliptical_gaussian_field(grid_shape=(2, 2), psf_size=psf_size, sensor_res=(size, size), sigma_center=0.7,

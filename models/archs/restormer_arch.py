@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.archs.arch_util import RestorationConfig, RestorationModel
+from models.archs.arch_util import ArchIO, RestorationConfig, RestorationModel
 from models.archs.layers import BiasFreeLayerNorm2d, LayerNorm2d, OfficialCheckpointMixin, check_choice, pad_to_multiple
 from utils.errors import ConfigError
 from utils.registry import unknown_name_message
@@ -204,6 +204,11 @@ class Upsample(nn.Module):
 
 class Restormer_arch(OfficialCheckpointMixin, RestorationModel):
     config_class = Restormer_config
+
+    @property
+    def io(self) -> ArchIO:
+        # Transposed (channel) attention over the whole image: global context.
+        return ArchIO(kind="image", scale=1, inputs={"lq": "image"}, receptive_radius=None)
 
     def __init__(self, config: Restormer_config):
         super().__init__(config)

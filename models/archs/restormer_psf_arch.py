@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import nn
 
+from models.archs.arch_util import PSF_INPUTS, ArchIO
 from models.archs.layers import pad_to_multiple
 from models.archs.psf_util import (LocalPSFEncoder, SpatialFiLM, check_basis_inputs, example_psf_inputs,
                                    load_official_backbone, pad_conditioning)
@@ -80,6 +81,11 @@ class RestormerPSF_arch(Restormer_arch):
         channels = (d, 2 * d, 4 * d, 8 * d, 4 * d, 2 * d, 2 * d, 2 * d)
         self.films = nn.ModuleDict({name: SpatialFiLM(c.cond_dim, ch) for name, ch in zip(_FILM_POINTS, channels)})
         self.post_init()
+
+    @property
+    def io(self) -> ArchIO:
+        # Restormer's attention is global: no bounded receptive field.
+        return ArchIO(kind="image", scale=1, inputs=PSF_INPUTS, receptive_radius=None)
 
     def load_official_state_dict(self, state_dict: Mapping, param_key: str | None = None) -> None:
         """Official Restormer weights into the backbone (``psf_util.load_official_backbone``)."""

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import torch
 
-from models.archs.arch_util import RestorationConfig, RestorationModel
+from models.archs.arch_util import PSF_INPUTS, ArchIO, RestorationConfig, RestorationModel
 from utils.errors import ConfigError
 
 
@@ -38,7 +38,7 @@ class RichardsonLucy_config(RestorationConfig):
         in_channels: image channels.
     """
 
-    model_type = "restorelab-richardson-lucy"
+    model_type = "restorelab_richardson_lucy"
 
     def __init__(self, iterations: int = 30, offset: float = 0.0, learnable_offset: bool = False,
                  boundary: str = "reflect", linear_light: bool = False, eps: float = 1e-6, in_channels: int = 3,
@@ -87,6 +87,12 @@ class RichardsonLucy_arch(RestorationModel):
         self.offset = torch.nn.Parameter(torch.full((config.in_channels,), config.offset),
                                          requires_grad=config.learnable_offset)
         self.post_init()
+
+    @property
+    def io(self) -> ArchIO:
+        # Bounded (iterations × 2 × the PSF radius) but the PSF size is the data's, not the config's; the
+        # reflect boundary of the blur operator sits at the tile edge: no static radius.
+        return ArchIO(kind="image", scale=1, inputs=PSF_INPUTS, receptive_radius=None)
 
     def forward(self, lq: torch.Tensor, basis_psfs: torch.Tensor | None = None, basis_coef: torch.Tensor | None = None,
                 **_) -> torch.Tensor:

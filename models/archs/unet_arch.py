@@ -13,7 +13,7 @@ import math
 import torch
 from torch import nn
 
-from models.archs.arch_util import RestorationConfig, RestorationModel
+from models.archs.arch_util import ArchIO, RestorationConfig, RestorationModel
 from models.archs.layers import LayerNorm2d, check_choice, pad_to_multiple
 from utils.errors import ConfigError
 
@@ -139,6 +139,12 @@ class UNet_arch(RestorationModel):
         if mode == "bilinear":
             return nn.Sequential(nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False), nn.Conv2d(c_in, c_out, 1))
         return nn.Sequential(nn.Conv2d(c_in, 4 * c_out, 1), nn.PixelShuffle(2))
+
+    @property
+    def io(self) -> ArchIO:
+        # Local, but pooling to a 2**depth grid anchored at the image corner and the reflect
+        # padding to a multiple make it not shift-equivariant: no exact tiling radius.
+        return ArchIO(kind="image", scale=1, inputs={"lq": "image"}, receptive_radius=None)
 
     def forward(self, lq: torch.Tensor) -> torch.Tensor:
         h, w = lq.shape[-2:]

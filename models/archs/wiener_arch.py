@@ -44,7 +44,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from models.archs.arch_util import RestorationConfig, RestorationModel
+from models.archs.arch_util import PSF_INPUTS, ArchIO, RestorationConfig, RestorationModel
 from utils.errors import ConfigError
 
 WIENER_MODES = ("center", "components", "regions")
@@ -60,7 +60,7 @@ def check_regularizer(regularizer: str, network: str) -> str:
 
 
 class Wiener_config(RestorationConfig):
-    model_type = "restorelab-wiener"
+    model_type = "restorelab_wiener"
 
     def __init__(self, mode: str = "center", nsr: float = 1e-2, learnable_nsr: bool = False, in_channels: int = 3,
                  regions: list[int] | tuple[int, int] = (3, 3), linear_light: bool = False,
@@ -193,6 +193,12 @@ class Wiener_arch(RestorationModel):
         log_nsr = torch.full((config.in_channels,), math.log(config.nsr))
         self.log_nsr = torch.nn.Parameter(log_nsr, requires_grad=config.learnable_nsr)
         self.post_init()
+
+    @property
+    def io(self) -> ArchIO:
+        # FFT deconvolution over the whole (symmetrically extended) image: global.
+        inputs = {"lq": "image", "psf": "kernel"} if self.config.mode == "center" else PSF_INPUTS
+        return ArchIO(kind="image", scale=1, inputs=inputs, receptive_radius=None)
 
     @property
     def nsr(self) -> torch.Tensor:

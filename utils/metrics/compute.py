@@ -14,7 +14,7 @@ import torch
 
 from utils.errors import RegistryError
 from utils.metrics.common import MetricInputError, check_crop_border
-from utils.metrics.psnr_ssim import psnr, ssim, to_levels
+from utils.metrics.psnr_ssim import l1, psnr, ssim, to_levels
 from utils.registry import unknown_name_message
 
 
@@ -39,6 +39,10 @@ def _ssim(pred, gt, crop_border, test_y_channel, round_to_uint8, **_):
 
 def _ssim_3d(pred, gt, crop_border, test_y_channel, round_to_uint8, **_):
     return ssim(pred, gt, crop_border, test_y_channel, round_to_uint8, mode="3d")
+
+
+def _l1(pred, gt, crop_border, test_y_channel, round_to_uint8, **_):
+    return l1(pred, gt, crop_border, test_y_channel, round_to_uint8)
 
 
 def _lpips_with(net: str):
@@ -72,6 +76,10 @@ METRICS: dict[str, MetricSpec] = {
         "ssim_3d", True, "",
         "3-D Gaussian 11×11×11 σ1.5 over H×W×C, replicate padding, full map (MATLAB ssim() on RGB, NAFNet ssim3d)",
     ),
+    "l1": MetricSpec(
+        "l1", False, "",
+        "mean |pred − gt| of the 8-bit levels over pixels and channels, divided by 255 ([0, 1] scale)",
+    ),
     "lpips": MetricSpec(
         "lpips", False, "",
         "LPIPS v0.1, AlexNet features + learned linear layers, inputs [0,1] mapped to [-1,1] (Zhang et al., CVPR 2018)",
@@ -96,6 +104,7 @@ _PER_IMAGE_FNS: dict[str, Callable[..., torch.Tensor]] = {
     "psnr": _psnr,
     "ssim": _ssim,
     "ssim_3d": _ssim_3d,
+    "l1": _l1,
     "lpips": _lpips_with("alex"),
     "lpips_vgg": _lpips_with("vgg"),
 }

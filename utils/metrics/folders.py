@@ -13,6 +13,7 @@ import json
 import math
 import os
 from collections import defaultdict
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -25,9 +26,10 @@ from utils.errors import DataError
 from utils.image_io import image_to_tensor, list_images, read_image
 from utils.metrics.common import DATA_RANGE, Y_COEFFS, Y_OFFSET, MetricInputError
 from utils.metrics.compute import METRICS, parse_metric_names
-from utils.metrics.psnr_ssim import psnr_np, ssim_np
+from utils.metrics.psnr_ssim import l1_np, psnr_np, ssim_np
 
 _MAX_LISTED = 8
+PER_CLIP_CSV = "metrics_per_clip.csv"
 
 
 @dataclass(frozen=True)
@@ -110,15 +112,29 @@ class EvaluationResult:
     mean: dict[str, float]
     dataset: dict[str, float] = field(default_factory=dict)
     inf_counts: dict[str, int] = field(default_factory=dict)
+    per_clip: dict[str, dict[str, float]] = field(default_factory=dict)  # clip -> {"frames": n, metric: mean}
 
     def to_json(self) -> str:
-        return json.dumps(json_safe({
+        record = {
             "convention": self.convention,
             "mean": self.mean,
             "dataset": self.dataset,
             "inf_counts": self.inf_counts,
             "per_image": self.per_image,
-        }), indent=2, allow_nan=False, ensure_ascii=False)
+        }
+        if self.per_clip:
+            record["per_clip"] = self.per_clip
+        return json.dumps(json_safe(record), indent=2, allow_nan=False, ensure_ascii=False)
+
+    def per_clip_csv(self) -> str:
+        """One row per clip: its frame count and the mean of each metric over its frames."""
+        names = [n for n in self.convention["metrics"] if METRICS[n].per_image]
+        buf = io.StringIO()
+        writer = csv.writer(buf, lineterminator="\n")
+        writer.writerow(["clip", "frames", *names])
+        for clip, values in self.per_clip.items():
+            writer.writerow([clip, int(values["frames"]), *(_fmt_csv(values[n]) for n in names)])
+        return buf.getvalue()
 
     def to_csv(self) -> str:
         names = [n for n in self.convention["metrics"] if METRICS[n].per_image]
@@ -132,6 +148,8 @@ class EvaluationResult:
     def table(self, per_image: bool = True) -> str:
         names = [n for n in self.convention["metrics"] if METRICS[n].per_image]
         rows = [(k, [v[n] for n in names]) for k, v in self.per_image.items()] if per_image else []
+        if per_image and self.per_clip:  # clip means after the frames
+            rows += [(f"{k} (clip, {int(v['frames'])} frames)", [v[n] for n in names]) for k, v in self.per_clip.items()]
         if names:
             rows.append(("mean", [self.mean[n] for n in names]))
         width = max([len("image")] + [len(k) for k, _ in rows])
@@ -170,8 +188,9 @@ def json_safe(obj):
     return obj
 
 
-def convention_record(names, crop_border, test_y_channel, round_to_uint8, image_size) -> dict:
+def convention_record(names, crop_border, test_y_channel, round_to_uint8, image_size, average: str = "image") -> dict:
     from utils import __version__
+    from utils.evaluation import MEAN_RULES
 
     return {
         "toolbox": f"restorelab {__version__} calculate_metrics.py (BasicSR convention)",
@@ -187,7 +206,8 @@ def convention_record(names, crop_border, test_y_channel, round_to_uint8, image_
         "image_size": list(image_size) if image_size else None,
         "resize": "OpenCV INTER_AREA (shrink) / INTER_CUBIC (enlarge) of both images, clipped to [0, 1]" if image_size else "none",
         "definitions": {n: METRICS[n].convention for n in names},
-        "mean": "arithmetic mean of the per-image values; an identical pair has PSNR = inf and makes the PSNR mean inf",
+        "average": average,
+        "mean": MEAN_RULES[average],
         "pairing": "same relative path, or same relative path with another extension",
     }
 
@@ -205,17 +225,46 @@ def evaluate_folders(
     lpips_weights=None,
     fid_weights=None,
     progress: bool = True,
+    mask_folder: str | os.PathLike | None = None,
+    mask_region: str = "hole",
+    average: str = "image",
 ) -> EvaluationResult:
-    """Score every prediction against its ground truth; see calculate_metrics.py --help."""
+    """Score every prediction against its ground truth; see calculate_metrics.py --help.
+
+    ``mask_folder``: one mask per ground truth (same relative path, any image extension), in the
+    convention of DESIGN.md: white (1) = known pixel, black (0) = hole (a pixel is known when the
+    mean of its channels is > 0.5). ``mask_region``: which pixels are scored, ``hole`` (default)
+    or ``known``; scored with utils.evaluation.score_items, the code of the trainer.
+    ``average``: ``image`` (every file its own item), or ``clip``/``frame`` for clip folders
+    ``CLIP/FRAME.png`` (clip = the parent folder; per-clip means in ``per_clip``).
+    """
     from tqdm import tqdm
 
+    from utils.evaluation import AVERAGES, ScoreItem, aggregate, clip_means, group_by_folder, score_items
+    from utils.metrics.masked import MASKED_METRICS
+
     names = parse_metric_names(metrics)
+    if average not in AVERAGES:
+        raise MetricInputError(f"average must be one of {', '.join(AVERAGES)}, got {average!r}")
+    if mask_region not in MASK_REGIONS:
+        raise MetricInputError(f"mask_region must be one of {', '.join(MASK_REGIONS)}, got {mask_region!r}")
+    if mask_folder is not None:
+        unmaskable = [n for n in names if n not in MASKED_METRICS]
+        if unmaskable:
+            raise MetricInputError(f"{', '.join(unmaskable)} cannot be restricted to a mask "
+                                   f"(with --mask_folder: {', '.join(MASKED_METRICS)})")
+        if image_size is not None:
+            raise MetricInputError("--mask_folder and --image_size cannot be combined (masks are not resized)")
+        if not round_to_uint8:
+            raise MetricInputError("--mask_folder scores 8-bit levels, as the trainer; --no_round cannot be combined with it")
     if crop_border < 0:
         raise MetricInputError(f"crop_border must be >= 0, got {crop_border}")
     if image_size is not None and (len(image_size) != 2 or min(image_size) < 1):
         raise MetricInputError(f"image_size must be two positive integers (H W), got {image_size}")
     device = torch.device(device)
     pairs = pair_images(gt_folder, pred_folder)
+    groups = group_by_folder(p.key for p in pairs) if average != "image" else {}
+    masks = pair_masks(pairs, mask_folder) if mask_folder is not None else {}
 
     # Load the networks first: a missing weight file fails before any long work.
     lpips_models = {}
@@ -277,12 +326,21 @@ def evaluate_folders(
         values: dict[str, float] = {}
         kw = dict(crop_border=crop_border, test_y_channel=test_y_channel, round_to_uint8=round_to_uint8)
         try:
-            if "psnr" in names:
+            if masks:
+                mask = read_mask(masks[pair.key], gt.shape[:2], mask_region)
+                item = ScoreItem(pair.key, image_to_tensor(pred), image_to_tensor(gt), mask)
+                values.update(score_items([item], names, crop_border, test_y_channel)[pair.key])
+                names_done = names
+            else:
+                names_done = ()
+            if "psnr" in names and "psnr" not in names_done:
                 values["psnr"] = psnr_np(pred, gt, **kw)
-            if "ssim" in names:
+            if "ssim" in names and "ssim" not in names_done:
                 values["ssim"] = ssim_np(pred, gt, mode="2d", **kw)
-            if "ssim_3d" in names:
+            if "ssim_3d" in names and "ssim_3d" not in names_done:
                 values["ssim_3d"] = ssim_np(pred, gt, mode="3d", **kw)
+            if "l1" in names and "l1" not in names_done:
+                values["l1"] = l1_np(pred, gt, **kw)
         except MetricInputError as exc:
             raise DataError(f"{pair.key}: {exc}") from None
         per_image[pair.key] = values
@@ -311,7 +369,7 @@ def evaluate_folders(
         flush_inception()
 
     per_image_names = [n for n in names if METRICS[n].per_image]
-    mean = {n: float(np.mean([per_image[k][n] for k in per_image])) for n in per_image_names}
+    mean = aggregate(per_image, groups, average, per_image_names)
     inf_counts = {}
     for n in per_image_names:
         count = sum(math.isinf(per_image[k][n]) for k in per_image)
@@ -326,20 +384,79 @@ def evaluate_folders(
             dataset["fid"] = fid_from_features(fp, fg)
         if "kid" in names:
             dataset["kid"], dataset["kid_std"] = kid_from_features(fp, fg)
-    convention = convention_record(names, crop_border, test_y_channel, round_to_uint8, image_size)
+    convention = convention_record(names, crop_border, test_y_channel, round_to_uint8, image_size, average=average)
     convention.update({"gt_folder": str(gt_folder), "pred_folder": str(pred_folder), "n_images": len(per_image)})
-    return EvaluationResult(convention, per_image, mean, dataset, inf_counts)
+    if mask_folder is not None:
+        from utils.evaluation import MASK_RULE
+
+        convention["mask"] = {
+            "folder": str(mask_folder),
+            "file_convention": "DESIGN.md: white (1) = known pixel, black (0) = hole; known when the channel mean > 0.5",
+            "region": mask_region,
+            "scored": "the hole (black) pixels" if mask_region == "hole" else "the known (white) pixels",
+            "rule": MASK_RULE,
+        }
+    per_clip = clip_means(per_image, groups, per_image_names) if groups else {}
+    return EvaluationResult(convention, per_image, mean, dataset, inf_counts, per_clip)
+
+
+MASK_REGIONS = ("hole", "known")
+
+
+def pair_masks(pairs: list[ImagePair], mask_folder: str | os.PathLike) -> dict[str, Path]:
+    """The mask of each ground truth: same relative path, or the same path with another extension."""
+    mask_folder = Path(mask_folder)
+    if not mask_folder.is_dir():
+        raise DataError(f"mask folder not found: {mask_folder}")
+    by_stem: dict[str, list[Path]] = defaultdict(list)
+    for p in list_images(mask_folder):
+        by_stem[p.relative_to(mask_folder).with_suffix("").as_posix()].append(p)
+    found, missing, ambiguous = {}, [], []
+    for pair in pairs:
+        exact = mask_folder / pair.key
+        candidates = [exact] if exact.is_file() else by_stem.get(Path(pair.key).with_suffix("").as_posix(), [])
+        if not candidates:
+            missing.append(pair.key)
+        elif len(candidates) > 1:
+            ambiguous.append(pair.key)
+        else:
+            found[pair.key] = candidates[0]
+    problems = []
+    if missing:
+        problems.append(_listing(f"ground truth(s) without a mask in {mask_folder}", missing))
+    if ambiguous:
+        problems.append(_listing("ground truth(s) with several masks", ambiguous))
+    if problems:
+        raise DataError("cannot pair the masks: " + "; ".join(problems))
+    return found
+
+
+def read_mask(path: Path, size: tuple[int, int], region: str) -> torch.Tensor:
+    """1×H×W float tensor, 1 = scored pixel, from a DESIGN.md mask file (white = known, black = hole)."""
+    img = read_image(path)
+    if img.shape[:2] != tuple(size):
+        raise DataError(f"mask {path} is {img.shape[0]}x{img.shape[1]}, its ground truth {size[0]}x{size[1]}")
+    known = img.astype(np.float64).mean(axis=2) > 0.5
+    scored = ~known if region == "hole" else known
+    return torch.from_numpy(scored[None].astype(np.float32))
 
 
 def write_reports(result: EvaluationResult, out_dir: str | os.PathLike) -> tuple[Path, Path]:
-    """``metrics.csv`` (one row per image) and ``metrics.json``: both written to temporary files
-    first and renamed only when both are complete, so a failure leaves no partial report."""
+    """``metrics.csv`` (one row per image), ``metrics.json`` and, for clips, ``metrics_per_clip.csv``
+    (one row per clip: frames and mean per metric): all written to temporary files
+    first and renamed only when all are complete, so a failure leaves no partial report."""
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise DataError(f"--out must be a folder, {out_dir} is a file")
     out_dir.mkdir(parents=True, exist_ok=True)
     csv_path, json_path = out_dir / "metrics.csv", out_dir / "metrics.json"
-    with atomic_path(csv_path) as csv_tmp, atomic_path(json_path) as json_tmp:
-        csv_tmp.write_text(result.to_csv(), encoding="utf-8")
-        json_tmp.write_text(result.to_json() + "\n", encoding="utf-8")
+    clip_path = out_dir / PER_CLIP_CSV
+    texts = {csv_path: result.to_csv(), json_path: result.to_json() + "\n"}
+    if result.per_clip:
+        texts[clip_path] = result.per_clip_csv()
+    with ExitStack() as stack:  # every file renamed into place only when all are written
+        for path, text in texts.items():
+            stack.enter_context(atomic_path(path)).write_text(text, encoding="utf-8")
+    if not result.per_clip and clip_path.exists():
+        clip_path.unlink()  # the table of an earlier clip evaluation into this folder
     return out_dir / "metrics.csv", out_dir / "metrics.json"

@@ -107,6 +107,19 @@ def psnr(
     return 10.0 * torch.log10(DATA_RANGE * DATA_RANGE / mse)
 
 
+def l1(
+    pred: torch.Tensor,
+    gt: torch.Tensor,
+    crop_border: int = 0,
+    test_y_channel: bool = False,
+    round_to_uint8: bool = False,
+) -> torch.Tensor:
+    """Mean absolute error per image on the [0, 1] scale: mean |pred − gt| of the 8-bit levels
+    (steps 1-3 of the module docstring) over pixels and channels, divided by 255. Tensor[B] float64."""
+    p, g = _prepare(pred, gt, crop_border, test_y_channel, round_to_uint8, 1, "L1")
+    return (p - g).abs().mean(dim=(1, 2, 3)) / DATA_RANGE
+
+
 def _correlate_valid(x: torch.Tensor, taps: list[float], dim: int) -> torch.Tensor:
     """'Valid' correlation of ``x`` with ``taps`` along ``dim`` as an in-place sum of shifted slices.
 
@@ -219,6 +232,18 @@ def psnr_np(
     if mse == 0.0:
         return math.inf
     return float(10.0 * np.log10(DATA_RANGE * DATA_RANGE / mse))
+
+
+def l1_np(
+    pred: np.ndarray,
+    gt: np.ndarray,
+    crop_border: int = 0,
+    test_y_channel: bool = False,
+    round_to_uint8: bool = False,
+) -> float:
+    """Mean absolute error on the [0, 1] scale of one H×W×C or H×W image; numpy twin of :func:`l1`."""
+    p, g = _prepare_np(pred, gt, crop_border, test_y_channel, round_to_uint8, 1, "L1")
+    return float(np.mean(np.abs(p - g)) / DATA_RANGE)
 
 
 def _ssim_channel_np(p: np.ndarray, g: np.ndarray, mode: str) -> np.ndarray:

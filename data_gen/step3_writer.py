@@ -1,4 +1,4 @@
-"""Step 3 engine: a paired (gt, lq) Hugging Face dataset folder rendered from a PSF field.
+"""Step 3's writer: a paired (gt, lq) Hugging Face dataset folder rendered from a PSF field.
 
 The CLI is ``data_gen/3.generate_dataset_synthetic.py``; docs/data_generation.md is the user guide.
 
@@ -21,7 +21,7 @@ of every split (±1); the ``psf_file`` column names the sample's field.
 
 Determinism: every sample has its own seeds derived from (seed, source index, sample index),
 so which process renders it, and when, does not matter; rendering runs single-threaded.
-Restartable: a shard file appears only complete (temp name + rename) and is skipped when
+Restartable: a shard file appears only complete (``utils.atomic``: temp name, fsync, rename) and is skipped when
 present; a manifest mismatch refuses to mix two configurations in one folder. Job arrays:
 task i of n renders the shards whose global index is i mod n; ``--merge`` then checks all
 shards and writes the card. A single-process run is the same as n tasks + merge.
@@ -30,9 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
-import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,53 +38,41 @@ from pathlib import Path
 import numpy as np
 
 from utils import __version__
-from utils.atomic import atomic_path, atomic_write_text, umask_permissions
+from utils.atomic import atomic_create_text, atomic_path, atomic_write_text
 from utils.errors import ConfigError, DataError
 
 MANIFEST = "generation.json"
 PSF_COPY = "psfs/psfs.h5"
 FORMAT_VERSION = 1
-# skimage.data images that load offline ("cat" duplicates "chelsea"; "motorcycle" is the left stereo view).
-BUILTIN_IMAGES = ("astronaut", "brick", "camera", "cell", "chelsea", "clock", "coffee", "coins", "colorwheel", "grass",
-                  "gravel", "hubble_deep_field", "immunohistochemistry", "moon", "motorcycle", "page", "retina",
-                  "rocket", "text")
 PNG_COMPRESSION = 6
 SPLIT_ORDER = ("train", "validation", "test")
 ROWS_PER_GROUP = 100
 
 
 # -- sources ---------------------------------------------------------------------------------------
-def load_source(images: str, name: str) -> np.ndarray:
-    """Float32 RGB [0, 1] H×W×3 of one source (``images`` = 'builtin' or a folder)."""
-    if images == "builtin":
-        import skimage.data
-
-        img = skimage.data.stereo_motorcycle()[0] if name == "motorcycle" else getattr(skimage.data, name)()
-        img = np.asarray(img)
-        if img.ndim == 2:
-            img = np.repeat(img[:, :, None], 3, axis=2)
-        return np.ascontiguousarray(img[:, :, :3]).astype(np.float32) / 255.0
-    from utils.image_io import read_image
-
-    return read_image(Path(images) / name)
-
-
-def list_sources(images: str) -> list[dict]:
+# The images come from dataset/sources.py (the one list of built-ins and the one loader); step 3
+# names a folder image by its relative path *with* the extension (as recorded in generation.json).
+def step3_sources(images: str) -> list[dict]:
     """Sorted source descriptions ``{name, bytes}`` (bytes: file size, None for built-ins)."""
-    if images == "builtin":
-        return [{"name": n, "bytes": None} for n in BUILTIN_IMAGES]
-    from utils.image_io import list_images
+    from dataset.sources import list_sources
 
+    if images == "builtin":
+        return [{"name": name, "bytes": None} for name, _ in list_sources(images)]
     folder = Path(images)
-    files = list_images(folder)
-    if not files:
-        raise DataError(f"no images in {folder} (looked for .png, .jpg, .jpeg, .bmp, .tif, .tiff, .webp, .ppm, .pgm, recursively)")
-    return [{"name": p.relative_to(folder).as_posix(), "bytes": p.stat().st_size} for p in files]
+    entries = [{"name": p.relative_to(folder).as_posix(), "bytes": p.stat().st_size} for _, p in list_sources(images)]
+    return sorted(entries, key=lambda s: s["name"])
+
+
+def read_step3_source(images: str, name: str) -> np.ndarray:
+    """Float32 RGB [0, 1] H×W×3 of one source (``images`` = 'builtin' or a folder)."""
+    from dataset.sources import load_source
+
+    return load_source(name, None if images == "builtin" else Path(images) / name)
 
 
 def _probe(args) -> tuple[int, int]:
     images, name = args
-    img = load_source(images, name)
+    img = read_step3_source(images, name)
     return img.shape[0], img.shape[1]
 
 
@@ -370,7 +356,7 @@ def render_sample(sample: Sample) -> dict:
     import cv2
     import torch
 
-    from utils.image_io import image_to_tensor, quantize as quantize_uint8
+    from utils.image_io import image_to_tensor, quantize_levels
     from utils.noise import sample_noise_model
     from utils.sv_renderer import simulate_capture
 
@@ -380,13 +366,13 @@ def render_sample(sample: Sample) -> dict:
     param_seed, noise_seed = sample_seeds(cfg.seed, sample)
     rng = np.random.default_rng(param_seed)
     x0, y0, w, h = crop_box(sample, (hs, ws), cfg.min_crop, rng)
-    img = load_source(cfg.images, sample.source)
+    img = read_step3_source(cfg.images, sample.source)
     if img.shape[:2] != (sample.height, sample.width):
         raise DataError(f"{sample.source} is now {img.shape[1]}x{img.shape[0]}, was {sample.width}x{sample.height} "
                         "when this dataset was started; use a new --out")
     crop = img[y0:y0 + h, x0:x0 + w]
     interp = cv2.INTER_AREA if w >= ws else cv2.INTER_CUBIC
-    gt = quantize_uint8(cv2.resize(crop, (ws, hs), interpolation=interp), 8)
+    gt = quantize_levels(cv2.resize(crop, (ws, hs), interpolation=interp), 8)
     noise = sample_noise_model(cfg.noise, cfg.sigma, cfg.photons, cfg.read_noise,
                                generator=torch.Generator().manual_seed(param_seed))
     gt_t = image_to_tensor(gt.astype(np.float32) / 255.0)[None].double()
@@ -464,7 +450,7 @@ def prepare(cfg: GenerationConfig, out: Path, workers: int) -> dict:
                               f"{tuple(first.sensor_res)} [C_out={first.c_out}, C_in={first.c_in}], {path} has "
                               f"{tuple(field.sensor_res)} [C_out={field.c_out}, C_in={field.c_in}]")
     field = fields[0]
-    sources = list_sources(cfg.images)
+    sources = step3_sources(cfg.images)
     existing = _read_manifest(out)
     if existing is not None and [(s["name"], s["bytes"]) for s in existing["sources"]] == [(s["name"], s["bytes"]) for s in sources]:
         sources = existing["sources"]  # sizes already probed
@@ -504,16 +490,8 @@ def prepare(cfg: GenerationConfig, out: Path, workers: int) -> dict:
             with atomic_path(copy, suffix=".tmp") as tmp:
                 shutil.copyfile(psf_path, tmp)
     text = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
-    fd, tmp = tempfile.mkstemp(prefix=f".{MANIFEST}.", suffix=".tmp", dir=out)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    umask_permissions(tmp)
-    try:
-        os.link(tmp, out / MANIFEST)  # exclusive: a concurrent task may have won the race
-    except FileExistsError:
+    if not atomic_create_text(out / MANIFEST, text):  # a concurrent task of the job array won the race
         _check_same(_read_manifest(out), manifest, out)
-    finally:
-        os.unlink(tmp)
     return manifest
 
 
@@ -668,6 +646,8 @@ def dataset_card(cfg: GenerationConfig, manifest: dict, fields) -> str:
         blur_text = (f"one of {len(fields)} spatially varying PSF fields (column `psf_file`; each field renders an "
                      "equal share of every split, assigned in a seeded order): "
                      + "; ".join(_field_text(f, rel, sha) for f, rel, sha in zip(fields, copies, shas)))
+    from dataset.sources import BUILTIN_IMAGES
+
     source = ("scikit-image's built-in images (`skimage.data`: " + ", ".join(BUILTIN_IMAGES) + ")"
               if cfg.images == "builtin" else f"{len(manifest['sources'])} images from `{cfg.images}`")
     lines = [
