@@ -198,8 +198,8 @@ def build_depth_dataset(cfg: DepthSceneConfig, out: str | Path, progress: bool =
 
     from psf.depth import load_depth_psf_field
     from psf.field import resolve_psf_path
-    from utils.layered_renderer import LayeredRenderer
     from psf.sensors import sample_sensor
+    from utils.layered_renderer import LayeredRenderer
     from utils.noise import sample_noise_model
 
     cfg.validate()

@@ -235,8 +235,8 @@ class DepthPSFField:
         attrs["magnification"] = [float(p.attrs.get("magnification", float("nan"))) for p in planes]
         basis = {}
         if all(p.has_basis for p in planes) and len({p.n_basis for p in planes}) == 1:
-            basis = dict(basis_psfs=torch.stack([p.basis_psfs for p in planes], dim=2).contiguous(),
-                         basis_coef=torch.stack([p.basis_coef for p in planes], dim=2).contiguous())
+            basis = {"basis_psfs": torch.stack([p.basis_psfs for p in planes], dim=2).contiguous(),
+                     "basis_coef": torch.stack([p.basis_coef for p in planes], dim=2).contiguous()}
             attrs["explained_energy"] = [p.attrs.get("explained_energy") for p in planes]
         else:
             for key in ("basis_method", "explained_energy"):
@@ -292,7 +292,7 @@ class DepthPSFField:
                 attrs[key] = values[index]
         basis = {}
         if self.has_basis:
-            basis = dict(basis_psfs=self.basis_psfs[:, :, index], basis_coef=self.basis_coef[:, :, index])
+            basis = {"basis_psfs": self.basis_psfs[:, :, index], "basis_coef": self.basis_coef[:, :, index]}
         return PSFField(psfs=self.psfs[:, :, index], grid_shape=self.grid_shape, sensor_res=self.sensor_res,
                         H_img=self.H_img, H_obj=self.H_obj[index], psf_type=self.psf_type,
                         channel_order=self.channel_order, normalized=self.normalized, attrs=attrs, **basis)

@@ -48,7 +48,7 @@ def tree(folder: Path) -> dict[str, bytes]:
 def rows(out: Path, split: str = "validation") -> list[dict]:
     import pyarrow.parquet as pq
 
-    return pq.read_table(sorted((out / "data").glob(f"{split}-*.parquet"))[0]).to_pylist()
+    return pq.read_table(min((out / "data").glob(f"{split}-*.parquet"))).to_pylist()
 
 
 def decode(png: bytes) -> np.ndarray:
