@@ -16,7 +16,7 @@ import torch
 from psf.example_fields import elliptical_gaussian_field
 from psf.field import load_psf_field, save_psf_field
 from psf.sensors import QISSensor, RawSensor, sensor_from_dict
-from utils.errors import ConfigError
+from utils.errors import ConfigError, DataError
 from utils.noise import srgb_to_linear
 from utils.sv_renderer import SVRenderer, simulate_capture
 
@@ -117,6 +117,10 @@ def test_same_seed_same_bytes_and_plain_manifest_unchanged(qis_dataset, psf_dir,
     again = tmp_path / "again"
     assert run(psf_dir, again, *QIS_ARGS) == 0
     assert tree(again) == tree(qis_dataset)
+    # resuming a finished folder with the same arguments is a no-op; other sensor options are refused
+    assert run(psf_dir, again, *QIS_ARGS) == 0 and tree(again) == tree(qis_dataset)
+    with pytest.raises(DataError, match=r"arguments differ \(sensor_options"):
+        run(psf_dir, again, "--sensor", "qis", "--sensor_options", '{"photons_per_pixel": [2, 7], "bits": 1}')
     # Without --sensor the manifest and columns are those of a plain dataset (no sensor keys).
     plain = tmp_path / "plain"
     assert run(psf_dir, plain, "--noise", "gaussian", "--sigma", "0.01") == 0
