@@ -174,3 +174,26 @@ def test_bench_rejects_unknown_variant():
     proc = subprocess.run([sys.executable, str(BENCH), "--archs", "NAFNet", "--variants", "fastest"],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "unknown variant fastest" in proc.stderr
+
+
+def test_train_log_line_reports_speed_and_time_left(monkeypatch):
+    """Trainer._log_train: steps/s over the steps since the previous line (wall clock) and the
+    time the remaining steps take at that speed."""
+    from types import SimpleNamespace
+
+    import trainer
+
+    lines, logged = [], {}
+    clock = iter([112.5])  # 50 steps since t = 100 s: 4 steps/s
+    monkeypatch.setattr("time.perf_counter", lambda: next(clock))
+    fake = SimpleNamespace(
+        accelerator=SimpleNamespace(num_processes=1, log=lambda values, step: logged.update(values)),
+        model=SimpleNamespace(current_lr=lambda: 1e-3),
+        cfg=SimpleNamespace(train=SimpleNamespace(max_steps=1250)),
+        log=SimpleNamespace(info=lines.append),
+        step=250, _speed_mark=(100.0, 200))
+    bar = SimpleNamespace(set_postfix=lambda *a, **k: None)
+    trainer.Trainer._log_train(fake, {"loss": torch.tensor(0.5)}, bar)
+    assert logged["train/steps_per_s"] == pytest.approx(4.0)
+    assert lines == ["step 250: loss 0.5, lr 0.001 | 4.00 steps/s, 4.2 min left for 1000 steps"]  # 1000 / 4 s
+    assert fake._speed_mark == (112.5, 250)
