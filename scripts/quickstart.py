@@ -77,7 +77,7 @@ def train(config: Path, overrides: list[str], run_dir: Path, steps: int, log_eve
         shutil.rmtree(run_dir)
     cmd = [sys.executable, str(ROOT / "trainer.py"), "-opt", str(config), *overrides]
     print(f"training {steps} steps; from step {log_every} on, every log line gives the measured speed (steps/s) and "
-          f"the time left; the Wiener baselines and the figure add about half a minute", flush=True)
+          f"the time left; the Wiener baselines and the figure add about half a minute on a quiet machine", flush=True)
     print("$ " + " ".join(cmd), flush=True)
     start = time.perf_counter()
     code = subprocess.call(cmd)

@@ -9,7 +9,8 @@ official code are numerical-only: ``LayerNorm2d`` is one fused ``F.layer_norm`` 
 custom ``autograd.Function``, the 1×1 convolutions of a block run as matrix products on
 channels-last tensors (``PointwiseConv2d``), the scaled residuals are one ``addcmul`` each, and
 the TLC window sums use one cumulative-sum table per call. Train with ``train.channels_last: true``
-on CPU: the training step is 1.3-1.4× faster than in NCHW (BENCHMARKS.md).
+on CPU: the quickstart's training step is then ~1.3× faster than it was in NCHW before these
+changes (BENCHMARKS.md, "CPU training step").
 
 Official configurations by name: ``NAFNet_config.official("GoPro-width64")`` or, in YAML,
 ``network: {type: NAFNet, preset: GoPro-width64}`` (explicit keys override the preset).
