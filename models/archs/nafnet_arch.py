@@ -7,7 +7,8 @@ same constructor keywords (``img_channel``, ``width``, ``middle_blk_num``, ``enc
 ``.pth`` files load strictly (``NAFNet_arch.from_official_checkpoint``). Differences from the
 official code are numerical-only: ``LayerNorm2d`` is one fused ``F.layer_norm`` call instead of a
 custom ``autograd.Function``, the 1×1 convolutions of a block run as matrix products on
-channels-last tensors (``PointwiseConv2d``), the scaled residuals are one ``addcmul`` each, and
+channels-last tensors (``PointwiseConv2d``, with the channel attention folded into ``conv3``'s
+weights), the scaled residuals are one ``addcmul`` each, and
 the TLC window sums use one cumulative-sum table per call. Train with ``train.channels_last: true``
 on CPU: the quickstart's training step is then ~1.3× faster than it was in NCHW before these
 changes (BENCHMARKS.md, "CPU training step").
@@ -184,7 +185,8 @@ class NAFBlock(nn.Module):
     then LayerNorm → 1×1 → SimpleGate → 1×1; both residuals scaled by learned ``beta``/``gamma``
     (zero at initialisation, so every block starts as the identity).
 
-    The 1×1 convolutions are ``PointwiseConv2d`` (matrix products on channels-last tensors) and
+    The 1×1 convolutions are ``PointwiseConv2d`` (matrix products on channels-last tensors), the
+    channel attention's product goes into ``conv3``'s per-sample weights (``forward_scaled``) and
     ``y = inp + x * beta`` is one ``addcmul``: the official arithmetic up to float round-off,
     measured faster on CPU (``scripts/bench_models.py --variants``)."""
 
