@@ -20,8 +20,8 @@ displacement    ...×2 as (dy, dx)           vectors in the sample's own axes: d
                                             is reversed with the clip
 ==============  ==========================  =================================================
 
-The first seven are ``models.archs.arch_util.LAYOUTS`` (CORE_API §1); ``displacement`` is the
-data-side extra for known motion (``ShiftedClipDataset``'s per-frame ``shifts``).
+The table is ``utils.layouts.LAYOUTS``, shared with the networks' ``ArchIO.inputs``;
+``displacement`` carries known motion (``ShiftedClipDataset``'s per-frame ``shifts``, flows).
 
 Scale: the crop is drawn in ``lq`` pixels; a spatial key whose H×W is ``scale``× lq's is cut at
 ``scale``× the position and size (a 64² lq crop at (top, left) ↔ the 128² gt crop at
@@ -40,18 +40,8 @@ from dataclasses import dataclass, replace
 import torch
 
 from utils.errors import ConfigError, DataError
+from utils.layouts import LAYOUTS, SPATIAL_LAYOUTS  # noqa: F401 (re-exported)
 
-LAYOUTS = {
-    "image": "C×H×W",
-    "clip": "T×C×H×W",
-    "mask": "1×H×W",
-    "map": "C×H×W aligned with lq",
-    "kernel": "...×k×k (not cropped, transformed with flips)",
-    "vector": "D (per sample)",
-    "scalar": "() per sample",
-    "displacement": "...×2 (dy, dx) vectors; T×2 per frame of a clip",
-}
-SPATIAL_LAYOUTS = ("image", "clip", "mask", "map")
 _MIN_DIMS = {"image": 3, "clip": 4, "mask": 3, "map": 2, "kernel": 2, "vector": 1, "scalar": 0, "displacement": 1}
 
 

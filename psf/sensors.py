@@ -403,3 +403,44 @@ def low_light(srgb: torch.Tensor, exposure: float) -> torch.Tensor:
     """A darker exposure of an sRGB image: linear light scaled by ``exposure`` (< 1), re-encoded
     with the sRGB curve. Chain with ``RawSensor``/``QISSensor`` for low-light pairs."""
     return linear_to_srgb(srgb_to_linear(srgb) * float(exposure))
+
+
+# Keywords of ``sample_sensor`` that each kind uses (the others would be silently ignored).
+SENSOR_OPTIONS = {
+    "qis": ("photons_per_pixel", "bits", "frames", "quantum_efficiency", "dark_counts", "read_noise"),
+    "raw": ("exposure", "digital_gain", "bayer"),
+}
+
+
+def check_sensor_options(kind: str, options) -> dict:
+    """Validate ``sample_sensor`` keywords for ``kind`` once, up front (unknown keys and keys of
+    the other kind refused with a "did you mean"; a throwaway draw checks the values). Returns a
+    plain dict (tuples as lists, so it round-trips through JSON/YAML unchanged)."""
+    from collections.abc import Mapping
+
+    from utils.registry import check_keywords, unknown_name_message
+
+    if kind not in SENSOR_KINDS:
+        raise ConfigError(unknown_name_message("sensor", kind, SENSOR_KINDS))
+    if options is None:
+        options = {}
+    if not isinstance(options, Mapping):
+        raise ConfigError(f"sensor options must be a mapping like {{photons_per_pixel: [1, 10]}}, got {options!r}")
+    options = {str(k): (list(v) if isinstance(v, (list, tuple)) else v) for k, v in dict(options).items()}
+    check_keywords(options, list(SENSOR_OPTIONS[kind]), "sensor", f"the {kind} sensor")
+    try:
+        sample_sensor(kind, torch.Generator().manual_seed(0), **options)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"sensor {kind}: {exc}") from None
+    return options
+
+
+def sensor_from_dict(params: dict):
+    """The sensor an ``as_dict()`` describes (e.g. a dataset's ``sensor`` column, JSON-decoded)."""
+    params = dict(params)
+    kind = params.pop("kind", None)
+    if kind == "qis":
+        return QISSensor(**params)
+    if kind == "raw":
+        return RawSensor(**params)
+    raise ConfigError(f"sensor kind must be one of {SENSOR_KINDS}, got {kind!r}")
