@@ -553,6 +553,10 @@ class Trainer:
                     latest = self.last_validation  # metrics of exactly these weights, or none
                     self._write_model_card(tmp, (extra or {}).get("mean") or
                                            (latest[1] if latest and latest[0] == self.step else None))
+                    hook = getattr(self.model, "on_export", None)  # e.g. ONNX files next to the weights
+                    if hook is not None:
+                        mean = (extra or {}).get("mean") or (latest[1] if latest and latest[0] == self.step else None)
+                        hook(tmp, name, {**(extra or {}), "step": self.step, "mean": mean})
         acc.wait_for_everyone()
         return final
 
@@ -625,10 +629,15 @@ class Trainer:
         if self.is_main:
             Evaluator(v, self.accelerator).write(folder, result, {"split": "datasets.val", "step": self.step,
                                                                   "ema": bool(self.emas)})
+        # per-group means (e.g. per task of a multi-task model) join the logs as "group/metric"
+        mean = {**mean, **{f"{g}/{m}": x for g, ms in result.group_means.items() for m, x in ms.items()}}
+        self.last_validation = (self.step, mean)
         self.accelerator.log({f"val/{m}": x for m, x in mean.items()}, step=self.step)
         log_images(self.accelerator, result.grids, self.step)
         left_out = f" ({len(result.skipped)} unreadable left out)" if result.skipped else ""
-        self.log.info(f"step {self.step}: validation over {result.describe()}{left_out}: {mean_text(mean)}")
+        self.log.info(f"step {self.step}: validation over {result.describe()}{left_out}: {mean_text(result.mean)}")
+        for g, ms in result.group_means.items():
+            self.log.info(f"step {self.step}: validation {g}: {mean_text(ms)}")
 
         value = mean[v.best_metric]
         better = higher_is_better(v.best_metric)
