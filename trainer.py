@@ -697,8 +697,10 @@ class Trainer:
                         sums[k] = sums.get(k, 0.0) + torch.as_tensor(val, device=acc.device).detach().float() / t.grad_accum
                 self.step += 1
                 steps_since_log += 1
+                ema_on = getattr(self.model, "updates_ema", None)  # a model may pause its EMA (a critic-only phase)
                 for name, ema in self.emas.items():
-                    ema.update(self.model.network(name), step=self.step)
+                    if ema_on is None or ema_on(name, self.step - 1):
+                        ema.update(self.model.network(name), step=self.step)
                 stop = self._any_process(self._stop_signal is not None)
                 if self.step % t.log_every == 0 or self.step == t.max_steps or stop:
                     self._log_train({k: v / steps_since_log for k, v in sums.items()}, bar)

@@ -4,8 +4,8 @@ A two-level residual U-Net (convolution stem, ``blocks`` residual blocks of two 
 + LeakyReLU at full and at half resolution, stride-2 down / pixel-shuffle up, additive skip), and
 a global residual: ``out = lq + body(lq)`` (×``upscale`` > 1: a pixel-shuffle head on top of the
 bilinear-free residual, ``out = body(lq)``). Every layer is a plain convolution, so ONNX export
-with dynamic batch/height/width is exact. H and W are
-padded (replicate) to even sizes and cropped back.
+with dynamic batch/height/width is exact; any H and W (the
+half-resolution level is ⌈H/2⌉ and its upsampling is cropped back).
 """
 from __future__ import annotations
 
@@ -58,7 +58,7 @@ class FastRestorer_arch(RestorationModel):
         c, w = config, config.width
         self.stem = nn.Conv2d(c.in_channels, w, 3, 1, 1)
         self.enc = nn.Sequential(*[ResBlock(w) for _ in range(c.blocks)])
-        self.down = nn.Conv2d(w, 2 * w, 4, 2, 1)
+        self.down = nn.Conv2d(w, 2 * w, 3, 2, 1)  # ⌈H/2⌉: up-sampled back to ≥ H, then cropped
         self.mid = nn.Sequential(*[ResBlock(2 * w) for _ in range(c.blocks)])
         self.up = nn.Sequential(nn.Conv2d(2 * w, 4 * w, 3, 1, 1), nn.PixelShuffle(2))
         self.dec = nn.Sequential(*[ResBlock(w) for _ in range(c.blocks)])
@@ -74,13 +74,11 @@ class FastRestorer_arch(RestorationModel):
         return ArchIO(kind="image", scale=self.config.upscale, inputs={"lq": "image"})
 
     def forward(self, lq: torch.Tensor) -> torch.Tensor:
-        h, w = lq.shape[-2:]
-        x = F.pad(lq, (0, w % 2, 0, h % 2), mode="replicate") if h % 2 or w % 2 else lq
-        f0 = self.enc(F.leaky_relu(self.stem(x), 0.2))
+        f0 = self.enc(F.leaky_relu(self.stem(lq), 0.2))
         f1 = self.mid(F.leaky_relu(self.down(f0), 0.2))
-        f = self.dec(f0 + self.up(f1))
+        # crop by the traced size, so an ONNX export keeps height and width dynamic
+        f = self.dec(f0 + self.up(f1)[:, :, : f0.shape[-2], : f0.shape[-1]])
         out = self.head(f)
-        s = self.config.upscale
-        if s == 1 and self.config.in_channels == self.config.out_channels:
-            out = out + x
-        return out[..., : h * s, : w * s]
+        if self.config.upscale == 1 and self.config.in_channels == self.config.out_channels:
+            out = out + lq
+        return out
