@@ -165,9 +165,10 @@ def window_partition(x, window_size):
 
 
 def window_reverse(windows, window_size, h, w):
-    b = int(windows.shape[0] / (h * w / window_size / window_size))
-    x = windows.view(b, h // window_size, w // window_size, window_size, window_size, -1)
-    return x.permute(0, 1, 3, 2, 4, 5).contiguous().view(b, h, w, -1)
+    # batch inferred (-1), not computed as a Python int: an ONNX export keeps it dynamic
+    c = windows.shape[-1]
+    x = windows.view(-1, h // window_size, w // window_size, window_size, window_size, c)
+    return x.permute(0, 1, 3, 2, 4, 5).contiguous().view(-1, h, w, c)
 
 
 class WindowAttention(nn.Module):
@@ -197,7 +198,7 @@ class WindowAttention(nn.Module):
         attn = attn + bias.unsqueeze(0)
         if mask is not None:
             nw = mask.shape[0]
-            attn = attn.view(b_ // nw, nw, self.num_heads, n, n) + mask.unsqueeze(1).unsqueeze(0)
+            attn = attn.view(-1, nw, self.num_heads, n, n) + mask.unsqueeze(1).unsqueeze(0)
             attn = attn.view(-1, self.num_heads, n, n)
         attn = self.attn_drop(self.softmax(attn))
         x = (attn @ v).transpose(1, 2).reshape(b_, n, c)
