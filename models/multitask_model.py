@@ -74,6 +74,7 @@ class MultiTaskGANOptions:
     critic_lr_ratio: float | None = None
     conditional: bool = True          # the critic sees (lq upsampled to the target size, image)
     keep_luminance: bool = True
+    task_conditioning: tuple[str, ...] | None = None  # task names: the generator gets their one-hot maps as extra channels
     onnx_export: bool = True
     onnx_opset: int = 17
 
@@ -113,6 +114,12 @@ class MultiTaskGAN_model(BaseModel):
         o = self.options
         if not self.has_critic and (o.critic_steps or o.gan_steps):
             raise ConfigError("model.critic_steps/gan_steps need networks.discriminator")
+        names = o.task_conditioning
+        if names:
+            channels = getattr(self.networks["net"].config, "in_channels", None)
+            if channels is not None and channels != 3 + len(names):
+                raise ConfigError(f"model.task_conditioning names {len(names)} tasks: networks.net.in_channels must be "
+                                  f"3 + {len(names)} = {3 + len(names)}, got {channels}")
         self.log = logging.getLogger("restorelab")
         self.counters = {"generator_updates": 0, "critic_updates": 0, "d_skips": 0, "critic_repeats": 0}
         self.phase_changes: list[dict] = []
@@ -188,8 +195,25 @@ class MultiTaskGAN_model(BaseModel):
             x = F.interpolate(x, size=batch["gt"].shape[-2:], mode="bicubic", align_corners=False)
         return x
 
+    def conditioned(self, x: torch.Tensor, batch: dict) -> torch.Tensor:
+        """x with one constant map per task of ``model.task_conditioning`` appended (1 on the
+        sample's task): the generator knows which restoration is asked for."""
+        names = self.options.task_conditioning
+        if not names:
+            return x
+        if x.ndim != 4:
+            raise ConfigError("model.task_conditioning works with image generators (B×C×H×W inputs)")
+        tasks = [batch["task"]] if isinstance(batch["task"], str) else list(batch["task"])
+        unknown = [t for t in tasks if t not in names]
+        if unknown:
+            raise ConfigError(f"task {unknown[0]!r} is not in model.task_conditioning {list(names)}")
+        rows = torch.tensor([list(names).index(t) for t in tasks], device=x.device)
+        rows = rows.repeat_interleave(x.shape[0] // len(tasks))  # folded groups: K crops per item
+        onehot = F.one_hot(rows, len(names)).to(x.dtype)[:, :, None, None].expand(-1, -1, *x.shape[-2:])
+        return torch.cat([x, onehot], dim=1)
+
     def generate(self, batch: dict, grad: bool = True) -> torch.Tensor:
-        x = self.generator_input(batch)
+        x = self.conditioned(self.generator_input(batch), batch)
         if grad:
             return self.networks["net"](x)
         with torch.no_grad():
@@ -211,7 +235,7 @@ class MultiTaskGAN_model(BaseModel):
 
     def predict(self, batch: dict, tile: tuple[int, int] | None = None) -> torch.Tensor:
         x = self.generator_input(batch)
-        pred = self.run_network("net", {**batch, "lq": x}, tile)
+        pred = self.run_network("net", {**batch, "lq": self.conditioned(x, batch)}, tile)
         if self.options.keep_luminance and "colorize" in batch:
             flags = batch["colorize"].reshape(-1).bool()
             if flags.any():

@@ -161,8 +161,10 @@ class ForcedCritic(nn.Module):
 def make_model(accelerator_factory, **model):
     from utils.config import load_config
 
+    model = {"task_conditioning": "null", **model}
+    net = [] if model["task_conditioning"] != "null" else ["networks.net.in_channels=3"]
     cfg = load_config(str(ROOT / "checkpoints" / "multitask_toy.yml"),
-                      [f"model.{k}={v}" for k, v in model.items()])
+                      [f"model.{k}={v}" for k, v in model.items()] + net)
     m = MultiTaskGAN_model(cfg)
     return m, cfg
 
@@ -309,3 +311,19 @@ def test_clip_to_centre_frame_generator_trains_and_predicts(accelerator):
     assert pred.shape == (1, 3, 32, 32)
     items = m.evaluation_items(vb, pred)
     assert items[0].crop_border == 2 and items[0].test_y_channel
+
+
+def test_task_conditioning_appends_one_hot_task_maps(accelerator):
+    m, _ = make_model(None, task_conditioning="[sr_x2,jpeg,denoise,color]")
+    ds = dataset()
+    s = ds[2]
+    batch = m.fold({k: (v[None] if isinstance(v, torch.Tensor) else [v]) for k, v in s.items()})
+    x = m.conditioned(m.generator_input(batch), batch)
+    assert x.shape == (3, 7, 32, 32)
+    assert torch.equal(x[:, :3], m.generator_input(batch))
+    k = ["sr_x2", "jpeg", "denoise", "color"].index(s["task"])
+    assert torch.equal(x[:, 3:].amax(dim=(2, 3)), torch.nn.functional.one_hot(torch.tensor([k] * 3), 4).float())
+    from utils.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="in_channels"):
+        make_model(None, task_conditioning="[a,b]")

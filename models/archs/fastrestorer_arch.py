@@ -19,7 +19,9 @@ from utils.errors import ConfigError
 
 class FastRestorer_config(RestorationConfig):
     """Args:
-        in_channels, out_channels: image channels.
+        in_channels, out_channels: image channels; extra input channels (in_channels > out_channels)
+            are conditioning maps (MultiTaskGAN_model's one-hot task), the residual is over the first
+            out_channels.
         width: channels at full resolution (2× at half resolution).
         blocks: residual blocks per level.
         upscale: output pixels per input pixel (1: same-size restoration).
@@ -79,6 +81,8 @@ class FastRestorer_arch(RestorationModel):
         # crop by the traced size, so an ONNX export keeps height and width dynamic
         f = self.dec(f0 + self.up(f1)[:, :, : f0.shape[-2], : f0.shape[-1]])
         out = self.head(f)
-        if self.config.upscale == 1 and self.config.in_channels == self.config.out_channels:
-            out = out + lq
+        c = self.config
+        if c.upscale == 1 and c.in_channels >= c.out_channels:
+            # channels beyond out_channels are conditioning maps (e.g. a one-hot task): residual over the image
+            out = out + lq[:, : c.out_channels]
         return out
