@@ -34,6 +34,7 @@ def random_fast_restorer():
     return net
 
 
+@pytest.mark.slow
 def test_export_cli_parity_and_info(tmp_path):
     folder = saved(tmp_path, random_fast_restorer())
     out = subprocess.run([sys.executable, str(ROOT / "scripts" / "export_onnx.py"), "--model", str(folder), "--info"],
@@ -66,6 +67,7 @@ def test_onnx_runs_other_sizes_and_matches_pytorch(tmp_path):
         assert got.shape == ref.shape and np.abs(got - ref).max() < 1e-4
 
 
+@pytest.mark.slow
 def test_hat_exports_with_dynamic_size(tmp_path):
     from models.archs.hat_arch import HAT_arch, HAT_config
     from models.multitask_model import export_onnx, verify_onnx
