@@ -245,6 +245,9 @@ class MultiTaskDegradationDataset(PairedImageDataset):
             gt, lq, rec = self.one_crop(task, self.images[i], g)
             records = [{"image": self.names[i], "degradations": rec}]
             key = f"{task.name}/{self.names[i]}"
+        if tuple(lq.shape[-2:]) != (gt.shape[-2] // task.scale, gt.shape[-1] // task.scale):
+            raise DataError(f"sample '{key}': task {task.name}'s degradations give lq {tuple(lq.shape[-2:])} for gt "
+                            f"{tuple(gt.shape[-2:])}; with scale {task.scale} lq must be gt / {task.scale}")
         sample = {"gt": gt, "lq": lq, "key": key, "task": task.name, "kind": task.kind,
                   "scale": torch.tensor(task.scale), "colorize": torch.tensor(int(task.colorize)),
                   "deg_params": record_json(records)}

@@ -123,6 +123,19 @@ def test_bad_task_options_are_config_errors():
         dataset(tasks={"x": {"kind": "sr", "scale": 1}})
     with pytest.raises(ConfigError, match="multiple"):
         dataset(tasks={"x": {"kind": "sr", "scale": 3}}, crop_size=32)
+    from utils.errors import DataError
+
+    bad = dataset(tasks={"x": {"kind": "restore", "scale": 2, "degradations": [{"op": "jpeg"}]}})
+    with pytest.raises(DataError, match="lq must be gt / 2"):
+        bad[0]
+
+
+def test_realesrgan_preset_task_gives_quarter_size_lq():
+    ds = dataset(tasks={"real": {"kind": "restore", "scale": 4, "degradations": {"preset": "realesrgan", "scale": 4}}},
+                 crop_size=64, group_size=2)
+    s = ds[0]
+    assert s["lq"].shape == (2, 3, 16, 16) and int(s["scale"]) == 4
+    assert len(json.loads(s["deg_params"])[0]["degradations"]) == 9
 
 
 # ---------------------------------------------------------------------------------------------
