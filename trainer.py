@@ -553,6 +553,10 @@ class Trainer:
                     latest = self.last_validation  # metrics of exactly these weights, or none
                     self._write_model_card(tmp, (extra or {}).get("mean") or
                                            (latest[1] if latest and latest[0] == self.step else None))
+                    hook = getattr(self.model, "on_export", None)  # e.g. ONNX files next to the weights
+                    if hook is not None:
+                        mean = (extra or {}).get("mean") or (latest[1] if latest and latest[0] == self.step else None)
+                        hook(tmp, name, {**(extra or {}), "step": self.step, "mean": mean})
         acc.wait_for_everyone()
         return final
 
@@ -627,10 +631,15 @@ class Trainer:
         if self.is_main:
             Evaluator(v, self.accelerator).write(folder, result, {"split": "datasets.val", "step": self.step,
                                                                   "ema": bool(self.emas)})
+        # per-group means (e.g. per task of a multi-task model) join the logs as "group/metric"
+        mean = {**mean, **{f"{g}/{m}": x for g, ms in result.group_means.items() for m, x in ms.items()}}
+        self.last_validation = (self.step, mean)
         self.accelerator.log({f"val/{m}": x for m, x in mean.items()}, step=self.step)
         log_images(self.accelerator, result.grids, self.step)
         left_out = f" ({len(result.skipped)} unreadable left out)" if result.skipped else ""
-        self.log.info(f"step {self.step}: validation over {result.describe()}{left_out}: {mean_text(mean)}")
+        self.log.info(f"step {self.step}: validation over {result.describe()}{left_out}: {mean_text(result.mean)}")
+        for g, ms in result.group_means.items():
+            self.log.info(f"step {self.step}: validation {g}: {mean_text(ms)}")
 
         value = mean[v.best_metric]
         better = higher_is_better(v.best_metric)
@@ -695,8 +704,10 @@ class Trainer:
                         sums[k] = sums.get(k, 0.0) + torch.as_tensor(val, device=acc.device).detach().float() / t.grad_accum
                 self.step += 1
                 steps_since_log += 1
+                ema_on = getattr(self.model, "updates_ema", None)  # a model may pause its EMA (a critic-only phase)
                 for name, ema in self.emas.items():
-                    ema.update(self.model.network(name), step=self.step)
+                    if ema_on is None or ema_on(name, self.step - 1):
+                        ema.update(self.model.network(name), step=self.step)
                 stop = self._any_process(self._stop_signal is not None)
                 if self.step % t.log_every == 0 or self.step == t.max_steps or stop:
                     self._log_train({k: v / steps_since_log for k, v in sums.items()}, bar)

@@ -39,6 +39,9 @@ class ScoreItem:
     ``gt``: C×H×W ground truth (scored on its 8-bit levels).
     ``mask``: None (every pixel) or 1×H×W with 1 = scored pixel (e.g. an inpainting hole).
     ``group``: what ``average="clip"`` averages over first (the clip; an image is its own group).
+    ``crop_border`` / ``test_y_channel``: this item's convention when it differs from the ``val``
+    settings (None: use them), e.g. a multi-task set whose ×2 SR items are scored on Y with crop 2
+    (the SR papers' convention) and its other items on RGB.
     """
 
     name: str
@@ -46,6 +49,8 @@ class ScoreItem:
     gt: torch.Tensor
     mask: torch.Tensor | None = None
     group: str = ""
+    crop_border: int | None = None
+    test_y_channel: bool | None = None
 
     def __post_init__(self):
         if not self.group:
@@ -137,17 +142,21 @@ def score_items(items: Sequence[ScoreItem], metrics: Sequence[str], crop_border:
     out: dict[str, dict[str, float]] = {}
     run: list[ScoreItem] = []
 
+    def convention(it: ScoreItem) -> tuple[int, bool]:
+        return (crop_border if it.crop_border is None else int(it.crop_border),
+                test_y_channel if it.test_y_channel is None else bool(it.test_y_channel))
+
     def flush():
         if not run:
             return
         pred = torch.stack([it.pred for it in run]).float()
         gt = torch.stack([it.gt for it in run]).to(pred.device)
+        crop, y = convention(run[0])
         if run[0].mask is None:
-            values = compute_metrics(pred, gt, names=names, crop_border=crop_border, test_y_channel=test_y_channel,
-                                     round_to_uint8=True)
+            values = compute_metrics(pred, gt, names=names, crop_border=crop, test_y_channel=y, round_to_uint8=True)
         else:
             mask = torch.stack([it.mask for it in run]).to(pred.device)
-            values = masked_metrics(pred, gt, mask, names, crop_border, test_y_channel, round_to_uint8=True)
+            values = masked_metrics(pred, gt, mask, names, crop, y, round_to_uint8=True)
         for i, it in enumerate(run):
             if it.name in out:
                 raise DataError(f"two evaluation items share the output name {it.name}; dataset keys must be unique")
@@ -155,7 +164,8 @@ def score_items(items: Sequence[ScoreItem], metrics: Sequence[str], crop_border:
         run.clear()
 
     for it in items:
-        if run and (it.pred.shape != run[0].pred.shape or (it.mask is None) != (run[0].mask is None)):
+        if run and (it.pred.shape != run[0].pred.shape or (it.mask is None) != (run[0].mask is None)
+                    or convention(it) != convention(run[0])):
             flush()
         run.append(it)
     flush()
@@ -321,6 +331,7 @@ class Evaluation:
     average: str = "image"
     masked: int = 0                          # items scored on a mask
     skip_events: list[str] = field(default_factory=list)   # every stand-in, with repeats
+    group_means: dict[str, dict[str, float]] = field(default_factory=dict)  # model's metric groups (tasks)
 
     @property
     def clips(self) -> int:
@@ -420,7 +431,7 @@ class Evaluator:
             raise DataError(f"{desc}: no image could be read ({len(skipped)} skipped, first: {skipped[0]})")
         mean = aggregate(per_image, groups, v.average, v.metrics)
         return Evaluation(mean, per_image, grids, sorted(set(skipped)), dict(sorted(groups.items())), v.average,
-                          masked, skipped)
+                          masked, skipped, metric_group_means(model, per_image, groups, v.average, v.metrics))
 
     def write(self, folder: Path, result: Evaluation, source: dict) -> dict[str, float]:
         """``metrics.json`` / ``metrics.csv`` (+ per-clip CSV) of ``result`` in ``folder``."""
@@ -429,6 +440,22 @@ class Evaluator:
             source = {**source, "skipped_bad_samples": result.skipped}
         return write_metrics_files(folder, result.per_image, v.metrics, v.crop_border, v.test_y_channel, source,
                                    groups=result.groups, average=result.average, masked=result.masked)
+
+
+def metric_group_means(model, per_image: dict[str, dict[str, float]], groups: dict[str, str], average: str,
+                       names: Sequence[str]) -> dict[str, dict[str, float]]:
+    """Means per metric group when the model names one per item (``model.metric_group(item_name)``
+    -> e.g. a task name, or None for none): ``{group: {metric: mean}}``, each averaged like the
+    whole set. Models without the hook get ``{}``."""
+    group_of = getattr(model, "metric_group", None)
+    if group_of is None:
+        return {}
+    members: dict[str, dict[str, dict[str, float]]] = {}
+    for name, values in per_image.items():
+        g = group_of(name)
+        if g is not None:
+            members.setdefault(str(g), {})[name] = values
+    return {g: aggregate(items, groups, average, names) for g, items in sorted(members.items())}
 
 
 def mean_text(mean: dict[str, float]) -> str:
