@@ -468,16 +468,13 @@ class WFVAE_arch(RestorationModel):
         return z / scale + shift
 
     # -- the lab's contract -------------------------------------------------------------------------
-    def forward(self, lq: torch.Tensor) -> torch.Tensor:
-        """Reconstruction from the posterior mean, [0, 1] → [0, 1], any size."""
-        f = self.config.factor
-        h, w = lq.shape[-2:]
-        pad = (0, (-w) % f, 0, (-h) % f)
-        x = lq
-        if any(pad):
-            x = F.pad(lq, pad, mode="reflect" if pad[1] < w and pad[3] < h else "replicate")
-        z = self.encode(to_sample_range(x, self.io)).latent_dist.mean
-        return from_sample_range(self.decode(z).sample, self.io)[..., :h, :w]
+    def forward(self, lq: torch.Tensor, sample_posterior: bool | torch.Generator = False, return_dict: bool = False):
+        """Reconstruction, [0, 1] → [0, 1], any size (reflect-padded to a multiple of 8, cropped).
+
+        ``sample_posterior``: decode a posterior sample (True, or a ``torch.Generator`` for its
+        noise) instead of the mean. ``return_dict``: a ``VAEForwardOutput`` (what training
+        needs: the decoding in [−1, 1], the posterior, the coefficients of both energy flows)."""
+        return vae_forward(self, lq, sample_posterior, return_dict)
 
     # -- official checkpoints -----------------------------------------------------------------------
     def load_official_state_dict(self, checkpoint: Mapping, use_ema: bool = True) -> None:
@@ -535,6 +532,41 @@ class WFVAE_arch(RestorationModel):
 
     def example_inputs(self, batch_size: int = 2, size: int = 32, generator: torch.Generator | None = None) -> dict:
         return {"lq": torch.rand(batch_size, 3, size, size, generator=generator)}
+
+
+@dataclass
+class VAEForwardOutput:
+    """``forward(..., return_dict=True)`` of the lab's autoencoders: ``sample`` (the decoding, in
+    ``io.sample_range``, same size as the input), ``latent_dist``, ``latent`` (what was decoded)
+    and, for WF-VAE, the energy-flow coefficients of the encoder and the decoder."""
+
+    sample: torch.Tensor
+    latent_dist: DiagonalGaussian
+    latent: torch.Tensor
+    encoder_coeffs: list[torch.Tensor] | None = None
+    decoder_coeffs: list[torch.Tensor] | None = None
+
+
+def vae_forward(net, lq: torch.Tensor, sample_posterior=False, return_dict: bool = False):
+    """The lab's autoencoder forward over ``net.encode``/``net.decode`` (shared by the VAE archs)."""
+    io = net.io
+    f = io.scale
+    h, w = lq.shape[-2:]
+    pad = (0, (-w) % f, 0, (-h) % f)
+    x = lq
+    if any(pad):
+        x = F.pad(lq, pad, mode="reflect" if pad[1] < w and pad[3] < h else "replicate")
+    enc = net.encode(to_sample_range(x, io))
+    dist = enc.latent_dist
+    if sample_posterior is False or sample_posterior is None:
+        z = dist.mean
+    else:
+        z = dist.sample(generator=sample_posterior if isinstance(sample_posterior, torch.Generator) else None)
+    dec = net.decode(z)
+    if not return_dict:
+        return from_sample_range(dec.sample, io)[..., :h, :w]
+    return VAEForwardOutput(dec.sample[..., :h, :w], dist, z, getattr(enc, "extra_output", None),
+                            getattr(dec, "extra_output", None))
 
 
 def _strip_module(key: str) -> str:
