@@ -91,6 +91,26 @@ def image_batches(images: str, exclude, size: int, crops: int, seed: int, batch:
         yield torch.stack(pending)
 
 
+def check_normalised(net, images: str, names, size: int, seed: int) -> dict:
+    """Per-channel mean and std of the normalised latents (posterior samples, z_dm) of ``names``
+    (each fitted to ``size``²): what a diffusion model trained on them would see."""
+    import numpy as np
+    import torch
+
+    from dataset.sources import fit_to_size, list_sources, load_source
+    from models.archs.arch_util import to_sample_range
+
+    g = torch.Generator().manual_seed(seed + 1)
+    x = torch.stack([torch.from_numpy(np.ascontiguousarray(fit_to_size(load_source(n, p), (size, size)).transpose(2, 0, 1)))
+                     for n, p in list_sources(images, list(names))]).float()
+    z = net.encode(to_sample_range(x, net.io)).latent_dist.sample(generator=g)
+    z = net.normalize_latents(z) if hasattr(net, "normalize_latents") else (
+        (z - torch.tensor(net.config.latents_mean).view(1, -1, 1, 1)) / torch.tensor(net.config.latents_std).view(1, -1, 1, 1))
+    z = z.double()
+    return {"images": list(names), "mean": [round(float(v), 4) for v in z.mean((0, 2, 3))],
+            "std": [round(float(v), 4) for v in z.std((0, 2, 3))]}
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description="Fit per-channel latent shift/scale and store them in the model config")
     p.add_argument("folder", help="save_pretrained folder of the autoencoder (e.g. a run's last/)")
@@ -101,6 +121,8 @@ def main(argv=None) -> int:
     p.add_argument("--mode", action="store_true", help="posterior means instead of samples")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", help="write a copy of the folder with the statistics here (default: in place)")
+    p.add_argument("--check", nargs="*", default=[], metavar="NAME",
+                   help="held-out images (of --images) whose normalised latents to report per channel")
     args = p.parse_args(argv)
 
     import torch
@@ -117,7 +139,11 @@ def main(argv=None) -> int:
     shift, scale = fit_latent_stats(net, image_batches(args.images, args.exclude, args.size, args.crops, args.seed),
                                     sample=not args.mode, seed=args.seed)
     store_stats(folder, shift, scale)
-    print(json.dumps({"folder": str(folder), "shift": shift, "scale": scale}))
+    report = {"folder": str(folder), "shift": shift, "scale": scale}
+    if args.check:
+        report["held_out"] = check_normalised(AutoModel.from_pretrained(folder).eval(), args.images, args.check,
+                                              args.size, args.seed)
+    print(json.dumps(report))
     return 0
 
 
