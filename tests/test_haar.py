@@ -7,7 +7,12 @@ import numpy as np
 import pytest
 import torch
 
-from models.archs.haar import HaarWaveletTransform2D, InverseHaarWaveletTransform2D, haar2d, ihaar2d
+from models.archs.haar import (
+    HaarWaveletTransform2D,
+    InverseHaarWaveletTransform2D,
+    haar2d,
+    ihaar2d,
+)
 
 FIXTURE = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "vae_inpaint" / "haar_official.safetensors"
 

@@ -64,7 +64,10 @@ def test_adaptive_weight_is_the_hand_computed_gradient_norm_ratio():
 # -- AutoencoderKL (diffusers) as a lab arch ------------------------------------------------------------
 def test_autoencoder_kl_wraps_diffusers_exactly():
     diffusers = pytest.importorskip("diffusers")
-    from models.archs.autoencoder_kl_arch import AutoencoderKL_arch, AutoencoderKL_config
+    from models.archs.autoencoder_kl_arch import (
+        AutoencoderKL_arch,
+        AutoencoderKL_config,
+    )
 
     cfg = AutoencoderKL_config.tiny()
     torch.manual_seed(0)

@@ -2,16 +2,15 @@
 are stored in the model config (encode(x, normalize=True) uses them after a reload)."""
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
-from compute_latent_stats import fit_latent_stats, store_stats  # noqa: E402
+from compute_latent_stats import fit_latent_stats, store_stats
 
-from models.archs.wfvae_arch import WFVAE_arch, WFVAE_config  # noqa: E402
+from models.archs.wfvae_arch import WFVAE_arch, WFVAE_config
 
 
 def images(n, seed, size=64):

@@ -8,7 +8,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from models.archs.wfvae_arch import WFVAE_arch, WFVAE_config, newest_checkpoint, receptive_radius
+from models.archs.wfvae_arch import (
+    WFVAE_arch,
+    WFVAE_config,
+    newest_checkpoint,
+    receptive_radius,
+)
 from models.losses import build_loss
 from utils.tiling import tiled_predict
 
@@ -129,7 +134,7 @@ def module_ema(state, only=None):
 
 
 def test_ckpt_ema_by_default_plain_on_request(tmp_path, official):
-    net, tensors, meta = official
+    _net, tensors, meta = official
     gen = official_state(tensors)
     ema = module_ema(perturbed(gen, 0.5))
     path = tmp_path / "checkpoint-100.ckpt"
@@ -176,7 +181,7 @@ def test_newest_checkpoint_by_step_number_not_by_name(tmp_path, official):
     gen = official_state(tensors)
     torch.save(training_ckpt(perturbed(gen, 1.0), step=9000), tmp_path / "checkpoint-9000.ckpt")
     torch.save(training_ckpt(gen, step=10000), tmp_path / "checkpoint-10000.ckpt")
-    assert sorted(p.name for p in tmp_path.glob("*.ckpt"))[-1] == "checkpoint-9000.ckpt"  # the official pick
+    assert max(p.name for p in tmp_path.glob("*.ckpt")) == "checkpoint-9000.ckpt"  # the official pick
     assert newest_checkpoint(tmp_path).name == "checkpoint-10000.ckpt"
     (tmp_path / "config.json").write_text(json.dumps(meta["config_json_equivalent"]))
     net = WFVAE_arch.from_official_checkpoint(tmp_path)
@@ -197,8 +202,8 @@ def test_diffusers_folder_layout(tmp_path, official):
 
 # -- tiling ---------------------------------------------------------------------------------------------
 def local_config(**kw):
-    base = dict(latent_dim=4, base_channels=[8, 16, 16], encoder_energy_flow_size=8, decoder_energy_flow_size=8,
-                encoder_num_resblocks=1, decoder_num_resblocks=2, mid_layers_type=["ResnetBlock2D"])
+    base = {"latent_dim": 4, "base_channels": [8, 16, 16], "encoder_energy_flow_size": 8, "decoder_energy_flow_size": 8,
+                "encoder_num_resblocks": 1, "decoder_num_resblocks": 2, "mid_layers_type": ["ResnetBlock2D"]}
     base.update(kw)
     return WFVAE_config(**base)
 

@@ -52,7 +52,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.archs.arch_util import ArchIO, RestorationConfig, RestorationModel, from_sample_range, to_sample_range
+from models.archs.arch_util import (
+    ArchIO,
+    RestorationConfig,
+    RestorationModel,
+    from_sample_range,
+    to_sample_range,
+)
 from models.archs.haar import HaarWaveletTransform2D, InverseHaarWaveletTransform2D
 from models.archs.layers import load_strict, read_checkpoint
 from models.archs.toy_arch import DiagonalGaussian
@@ -337,9 +343,9 @@ class WFVAE_config(RestorationConfig):
     @classmethod
     def official_1024(cls, **overrides) -> WFVAE_config:
         """``examples/wfvae2-image-1024.json``: f8, 8 latent channels, 44,110,516 parameters."""
-        kw = dict(latent_dim=8, base_channels=[128, 256, 512], decoder_base_channels=[128, 256, 512],
-                  encoder_num_resblocks=2, encoder_energy_flow_size=128, decoder_num_resblocks=2,
-                  decoder_energy_flow_size=128)
+        kw = {"latent_dim": 8, "base_channels": [128, 256, 512], "decoder_base_channels": [128, 256, 512],
+                  "encoder_num_resblocks": 2, "encoder_energy_flow_size": 128, "decoder_num_resblocks": 2,
+                  "decoder_energy_flow_size": 128}
         kw.update(overrides)
         return cls(**kw)
 
@@ -455,7 +461,7 @@ class WFVAE_arch(RestorationModel):
         return out if return_dict else (out.sample,)
 
     def _stats(self, ref: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        kw = dict(dtype=ref.dtype, device=ref.device)
+        kw = {"dtype": ref.dtype, "device": ref.device}
         return (torch.tensor(self.config.scale, **kw).view(1, -1, 1, 1),
                 torch.tensor(self.config.shift, **kw).view(1, -1, 1, 1))
 
@@ -570,7 +576,7 @@ def vae_forward(net, lq: torch.Tensor, sample_posterior=False, return_dict: bool
 
 
 def _strip_module(key: str) -> str:
-    return key[len("module."):] if key.startswith("module.") else key
+    return key.removeprefix("module.")
 
 
 _STEP = re.compile(r"checkpoint-(\d+)\.ckpt$")
