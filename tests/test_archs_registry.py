@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from models.archs import LEGACY_MODEL_TYPES, define_network, get_network_classes, network_names
-from models.archs.arch_util import KINDS, LAYOUTS, ArchIO
+from models.archs.arch_util import KINDS, LAYOUTS, ArchIO, from_sample_range, to_sample_range
 from utils.tiling import tiled_predict
 
 NAMES = network_names()
@@ -169,7 +169,7 @@ def test_autoencoder_encode_decode_shapes(name):
     f = net.io.scale
     x = inputs_for(net, size=8 * f)["lq"]
     with torch.no_grad():
-        dist = net.encode(x).latent_dist
+        dist = net.encode(to_sample_range(x, net.io)).latent_dist
         z = dist.sample(generator=torch.Generator().manual_seed(0))
         assert dist.mean.shape == dist.logvar.shape == z.shape
         assert z.shape[0] == x.shape[0] and z.shape[-2:] == (8, 8)
@@ -177,7 +177,8 @@ def test_autoencoder_encode_decode_shapes(name):
         assert torch.equal(dist.sample(generator=torch.Generator().manual_seed(0)), z)
         out = net.decode(dist.mean).sample
         assert out.shape == x.shape
-        assert torch.equal(out, net(x))  # forward = reconstruction from the mean
+        # forward = reconstruction from the mean, in [0, 1] (decode works in io.sample_range)
+        assert torch.equal(from_sample_range(out, net.io), net(x))
 
 
 # -- tiling: tiled = whole for every network with a bounded receptive field -----------------------------

@@ -82,8 +82,8 @@ def test_registry_errors():
         build_loss({"type": "Charbonnier", "eps": 0})
     with pytest.raises(ValueError, match="differ"):
         build_loss({"type": "L1"})(torch.zeros(1, 3, 4, 4), torch.zeros(1, 3, 4, 5))
-    assert set(LOSSES) == {"L1", "MSE", "Charbonnier", "PSNR", "FFT", "LPIPS", "GAN"}
-    assert set(PIXEL_LOSSES) == set(LOSSES) - {"GAN"}
+    assert set(LOSSES) == {"L1", "MSE", "Charbonnier", "PSNR", "FFT", "LPIPS", "GAN", "KL", "Wavelet"}
+    assert set(PIXEL_LOSSES) == set(LOSSES) - {"GAN", "KL", "Wavelet"}  # the VAE terms take posteriors / coefficients
     with pytest.raises(RegistryError, match="unknown loss 'Weighted'"):  # base classes are not losses
         build_loss({"type": "Weighted"})
     with pytest.raises(ConfigError, match=r"unknown key loss.gan_typ for loss GAN; did you mean loss.gan_type\?"):

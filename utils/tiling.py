@@ -357,7 +357,8 @@ def tiled_predict(
     * ``clip2frame``: the clip (``io.frames`` frames) tiled in space; returns the centre frame.
     * ``autoencoder``: reconstruction = ``tiled_decode(tiled_encode(x))`` through
       ``encode(x).latent_dist.mean`` and ``decode(z).sample``, tiles on the latent grid
-      (``io.scale`` = the downsampling); the image is reflect-padded to a multiple of it.
+      (``io.scale`` = the downsampling); the image is reflect-padded to a multiple of it and
+      mapped to ``io.sample_range`` for ``encode`` (and back from it after ``decode``).
     * ``critic``: not tiled (a score map is not an image to stitch): ValueError.
 
     For a network with ``io.receptive_radius`` = r, ``overlap >= 2 * r`` with ``blend=0``
@@ -398,12 +399,15 @@ def tiled_predict(
         H, W = x.shape[-2:]
         pad_h, pad_w = (-H) % f, (-W) % f
         xp = F.pad(x, (0, pad_w, 0, pad_h), mode="reflect") if pad_h or pad_w else x
-        z = tiled_encode(lambda t: net.encode(t).latent_dist.mean, xp, patch_size, overlap, f, blend=blend)
+        from models.archs.arch_util import from_sample_range, to_sample_range
+
+        z = tiled_encode(lambda t: net.encode(to_sample_range(t, io)).latent_dist.mean, xp, patch_size, overlap, f,
+                         blend=blend)
         ov_lat = tuple(-(-v // f) for v in _pair(overlap, "overlap"))
         patch_lat = tuple(-(-v // f) for v in _pair(patch_size, "patch_size"))
         bl_lat = None if blend is None else tuple(-(-v // f) for v in _pair(blend, "blend"))
         out = tiled_decode(lambda t: net.decode(t).sample, z, patch_lat, ov_lat, f, blend=bl_lat)
-        return out[..., :H, :W]
+        return from_sample_range(out, io)[..., :H, :W]
     if kind == "critic":
         raise ValueError("tiled_predict: a critic's score map is not tiled; call the network on the whole input")
     raise ValueError(f"tiled_predict: unknown network kind {kind!r}")

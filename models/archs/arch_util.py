@@ -69,6 +69,9 @@ class ArchIO:
     temporal_radius: clip→clip networks: an output frame depends only on input frames within this
         many frames, so time windows overlapping by ``2 * temporal_radius`` frames (no blend)
         reproduce the whole clip (None = unbounded or unknown).
+    sample_range: autoencoders: the value range of ``encode``'s input and ``decode``'s output
+        (``(0, 1)``, the lab's; diffusers-style VAEs use ``(-1, 1)``). ``forward`` is always in
+        [0, 1]; ``to_sample_range``/``from_sample_range`` map between the two.
     """
 
     kind: str = "image"
@@ -78,6 +81,7 @@ class ArchIO:
     frames: int | None = None
     receptive_radius: int | None = None
     temporal_radius: int | None = None
+    sample_range: tuple[float, float] = (0.0, 1.0)
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -93,6 +97,10 @@ class ArchIO:
         object.__setattr__(self, "output", self.output or _DEFAULT_OUTPUT[self.kind])
         if self.output not in OUTPUTS:
             raise ValueError(f"ArchIO.output must be one of {', '.join(OUTPUTS)}, got {self.output!r}")
+        lo, hi = (float(v) for v in self.sample_range)
+        if not lo < hi:
+            raise ValueError(f"ArchIO.sample_range must be (low, high) with low < high, got {self.sample_range!r}")
+        object.__setattr__(self, "sample_range", (lo, hi))
         for name in ("receptive_radius", "temporal_radius", "frames"):
             value = getattr(self, name)
             if value is not None and value < 0:
@@ -108,7 +116,19 @@ class ArchIO:
 
     def __hash__(self):  # MappingProxyType is not hashable
         return hash((self.kind, self.scale, tuple(self.inputs.items()), self.output, self.frames,
-                     self.receptive_radius, self.temporal_radius))
+                     self.receptive_radius, self.temporal_radius, self.sample_range))
+
+
+def to_sample_range(x: torch.Tensor, io: ArchIO) -> torch.Tensor:
+    """An image in the lab's [0, 1] mapped to an autoencoder's ``io.sample_range`` (identity for (0, 1))."""
+    lo, hi = io.sample_range
+    return x if (lo, hi) == (0.0, 1.0) else x * (hi - lo) + lo
+
+
+def from_sample_range(y: torch.Tensor, io: ArchIO) -> torch.Tensor:
+    """An autoencoder's decoded image in ``io.sample_range`` mapped back to [0, 1] (identity for (0, 1))."""
+    lo, hi = io.sample_range
+    return y if (lo, hi) == (0.0, 1.0) else (y - lo) / (hi - lo)
 
 
 PSF_INPUTS = {"lq": "image", "basis_psfs": "kernel", "basis_coef": "map"}

@@ -11,7 +11,8 @@ Losses are computed in float32 (also under mixed precision) and never clamp thei
 
 * pixel losses ``forward(pred, target)``: ``L1``, ``MSE``, ``Charbonnier``, ``PSNR``, ``FFT``,
   ``LPIPS`` (frozen published network, inputs in [0, 1]);
-* ``GAN`` ``forward(logits, target_is_real, for_discriminator=False)`` (vanilla | lsgan | hinge).
+* ``GAN`` ``forward(logits, target_is_real, for_discriminator=False)`` (vanilla | lsgan | hinge);
+* VAE terms: ``KL`` ``forward(posterior)``, ``Wavelet`` ``forward(encoder_coeffs, decoder_coeffs)``.
 """
 from __future__ import annotations
 
