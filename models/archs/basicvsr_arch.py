@@ -75,11 +75,11 @@ def pair_flows(spynet: nn.Module, lqs: torch.Tensor, mode: str = "spynet"):
         return z, z
     lqs_1 = lqs[:, :-1].reshape(-1, c, h, w)
     lqs_2 = lqs[:, 1:].reshape(-1, c, h, w)
-    flows_backward = spynet(lqs_1, lqs_2).view(n, t - 1, 2, h, w)
+    flows_backward = spynet(lqs_1, lqs_2).reshape(n, t - 1, 2, h, w)
     if is_mirror_extended(lqs):
         flows_forward = flows_backward.flip(1)
     else:
-        flows_forward = spynet(lqs_2, lqs_1).view(n, t - 1, 2, h, w)
+        flows_forward = spynet(lqs_2, lqs_1).reshape(n, t - 1, 2, h, w)
     return flows_forward, flows_backward
 
 

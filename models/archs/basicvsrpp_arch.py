@@ -186,10 +186,10 @@ class BasicVSRPlusPlus_arch(OfficialCheckpointMixin, RestorationModel):
         if self.is_low_res_input:
             lqs_downsample = lqs
         else:
-            lqs_downsample = F.interpolate(lqs.reshape(-1, c, h, w), scale_factor=0.25, mode="bicubic").view(
+            lqs_downsample = F.interpolate(lqs.reshape(-1, c, h, w), scale_factor=0.25, mode="bicubic").reshape(
                 n, t, c, h // 4, w // 4)
         feats_ = self.feat_extract(lqs.reshape(-1, c, h, w))
-        feats_ = feats_.view(n, t, -1, *feats_.shape[2:])
+        feats_ = feats_.reshape(n, t, -1, *feats_.shape[2:])
         feats = {"spatial": [feats_[:, i] for i in range(t)]}
         flows_forward, flows_backward = self.compute_flow(lqs_downsample)
         for iter_ in (1, 2):

@@ -42,7 +42,7 @@ def deform_conv2d(x: torch.Tensor, offset: torch.Tensor, weight: torch.Tensor, b
         raise ValueError(f"deform_conv2d: mask has {mask.shape[1]} channels, expected {dg * k}")
     dev = x.device
     with torch.autocast(device_type=dev.type, enabled=False):
-        off = offset.float().view(n, dg, k, 2, h_out, w_out)
+        off = offset.float().reshape(n, dg, k, 2, h_out, w_out)
         ki = torch.arange(kh, device=dev, dtype=torch.float32).repeat_interleave(kw) * dh - ph  # k
         kj = torch.arange(kw, device=dev, dtype=torch.float32).repeat(kh) * dw - pw
         ys = torch.arange(h_out, device=dev, dtype=torch.float32) * sh
@@ -50,15 +50,15 @@ def deform_conv2d(x: torch.Tensor, offset: torch.Tensor, weight: torch.Tensor, b
         py = ys.view(1, 1, 1, h_out, 1) + ki.view(1, 1, k, 1, 1) + off[:, :, :, 0]  # n, dg, k, ho, wo
         px = xs.view(1, 1, 1, 1, w_out) + kj.view(1, 1, k, 1, 1) + off[:, :, :, 1]
         grid = torch.stack((2.0 * px / max(w - 1, 1) - 1.0, 2.0 * py / max(h - 1, 1) - 1.0), dim=-1)
-        grid = grid.view(n * dg, k * h_out, w_out, 2)
+        grid = grid.reshape(n * dg, k * h_out, w_out, 2)
         xg = x.float().reshape(n * dg, c // dg, h, w)
         cols = F.grid_sample(xg, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
-        cols = cols.view(n, dg, c // dg, k, h_out, w_out)
+        cols = cols.reshape(n, dg, c // dg, k, h_out, w_out)
         if mask is not None:
-            cols = cols * mask.float().view(n, dg, 1, k, h_out, w_out)
+            cols = cols * mask.float().reshape(n, dg, 1, k, h_out, w_out)
         # (n, c, k, ho*wo) grouped by conv groups → weight (c_out, c_in_g*k)
         cols = cols.reshape(n, groups, c_in_g * k, h_out * w_out)
-        wmat = weight.float().view(groups, c_out // groups, c_in_g * k)
+        wmat = weight.float().reshape(groups, c_out // groups, c_in_g * k)
         out = torch.einsum("gok,ngkp->ngop", wmat, cols).reshape(n, c_out, h_out, w_out)
         if bias is not None:
             out = out + bias.float().view(1, -1, 1, 1)

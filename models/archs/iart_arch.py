@@ -195,7 +195,7 @@ def window_partition(x: torch.Tensor, ws) -> torch.Tensor:
 
 
 def window_reverse(windows: torch.Tensor, ws, b, d, h, w) -> torch.Tensor:
-    x = windows.view(b, d // ws[0], h // ws[1], w // ws[2], ws[0], ws[1], ws[2], -1)
+    x = windows.reshape(b, d // ws[0], h // ws[1], w // ws[2], ws[0], ws[1], ws[2], -1)
     return x.permute(0, 1, 4, 2, 5, 3, 6, 7).reshape(b, d, h, w, -1)
 
 
@@ -322,7 +322,7 @@ class RSTB(nn.Module):
     def forward(self, x, attn_mask):  # b, c, t, h, w
         n, c, t, h, w = x.shape
         y = self.residual_group(x, attn_mask)
-        y = self.conv(y.permute(0, 2, 1, 3, 4).reshape(-1, c, h, w)).view(n, t, -1, h, w)
+        y = self.conv(y.permute(0, 2, 1, 3, 4).reshape(-1, c, h, w)).reshape(n, t, -1, h, w)
         return y.permute(0, 2, 1, 3, 4) + x
 
 
@@ -386,9 +386,9 @@ class SwinIRFM(nn.Module):
     def forward(self, x):
         n, t, c, h, w = x.shape
         if c == self.in_chans:
-            x = self.conv_first(x.reshape(-1, c, h, w)).view(n, t, -1, h, w)
+            x = self.conv_first(x.reshape(-1, c, h, w)).reshape(n, t, -1, h, w)
         if c == self.num_feat:
-            x = self.conv_first_feat(x.reshape(-1, c, h, w)).view(n, t, -1, h, w)
+            x = self.conv_first_feat(x.reshape(-1, c, h, w)).reshape(n, t, -1, h, w)
         x_center = x[:, t // 2]
         feats = self.forward_features(x)
         return self.conv_after_body(feats[:, t // 2]) + x_center
@@ -548,7 +548,7 @@ class IART_arch(OfficialCheckpointMixin, RestorationModel):
     def forward(self, lq: torch.Tensor) -> torch.Tensor:
         check_clip(lq, "IART")
         n, t, c, h, w = lq.shape
-        feats_ = self.conv_first(lq.reshape(-1, c, h, w)).view(n, t, -1, h, w)
+        feats_ = self.conv_first(lq.reshape(-1, c, h, w)).reshape(n, t, -1, h, w)
         feats = {"spatial": [feats_[:, i] for i in range(t)]}
         flows_forward, flows_backward = self.compute_flow(lq)
         for iter_ in (1, 2):
