@@ -45,14 +45,24 @@ def bd_kernel_size(sigma: float) -> int:
     return int(math.ceil(sigma * 3) * 2 + 2)
 
 
-def _imfilter_replicate(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
-    """MATLAB ``imfilter(x, k, 'replicate')`` (correlation, anchor floor((n+1)/2) 1-based) over the last two dims."""
+def _imfilter_replicate(x: torch.Tensor, kernel: torch.Tensor, start: int = 0, step: int = 1) -> torch.Tensor:
+    """MATLAB ``imfilter(x, k, 'replicate')`` (correlation, anchor floor((n+1)/2) 1-based) over the
+    last two dims, evaluated only at rows/cols ``start, start + step, …`` (``[start::step]`` of the
+    full result). A rank-1 kernel (a Gaussian) is applied as two 1-D passes."""
     kh, kw = kernel.shape
     top, left = (kh + 1) // 2 - 1, (kw + 1) // 2 - 1
     lead = x.shape[:-2]
-    flat = x.reshape(-1, 1, *x.shape[-2:])
-    flat = F.pad(flat, (left, kw - 1 - left, top, kh - 1 - top), mode="replicate")
-    out = F.conv2d(flat, kernel.to(flat.dtype, ).view(1, 1, kh, kw))
+    h, w = x.shape[-2:]
+    flat = x.reshape(-1, 1, h, w)
+    flat = F.pad(flat, (left, kw - 1 - left, top, kh - 1 - top), mode="replicate")[..., start:, start:]
+    u, sv, vh = torch.linalg.svd(kernel)
+    if sv[1:].abs().max() <= 1e-12 * sv[0]:  # separable: k = a ⊗ b
+        a = (u[:, 0] * sv[0].sqrt()).to(flat.dtype)
+        b = (vh[0] * sv[0].sqrt()).to(flat.dtype)
+        out = F.conv2d(flat, a.view(1, 1, kh, 1), stride=(step, 1))
+        out = F.conv2d(out, b.view(1, 1, 1, kw), stride=(1, step))
+    else:
+        out = F.conv2d(flat, kernel.to(flat.dtype).view(1, 1, kh, kw), stride=step)
     return out.reshape(*lead, *out.shape[-2:])
 
 
@@ -63,22 +73,24 @@ def bd_downscale(img, scale: int = 4, sigma: float = 1.6):
         raise ConfigError(f"bd_downscale: scale must be an even integer >= 2, got {scale}")
     kernel = gaussian_kernel(bd_kernel_size(sigma), sigma)
     start = scale // 2 - 1
+
+    def blur_sample(t: torch.Tensor) -> torch.Tensor:
+        h, w = t.shape[-2:]
+        n_h, n_w = len(range(start, h - scale // 2, scale)), len(range(start, w - scale // 2, scale))
+        return _imfilter_replicate(t, kernel, start, scale)[..., :n_h, :n_w]
+
     if isinstance(img, np.ndarray):
         uint8 = img.dtype == np.uint8
         t = torch.from_numpy(np.ascontiguousarray(img, dtype=np.float64))
         t = t if img.ndim == 2 else t.permute(2, 0, 1)
-        blur = _imfilter_replicate(t, kernel)
+        lq = blur_sample(t)
         if uint8:
-            blur = torch.clamp(torch.floor(blur + 0.5), 0, 255)
-        h, w = blur.shape[-2:]
-        lq = blur[..., start:h - scale // 2:scale, start:w - scale // 2:scale]
+            lq = torch.clamp(torch.floor(lq + 0.5), 0, 255)
         lq = lq if img.ndim == 2 else lq.permute(1, 2, 0)
         return lq.numpy().astype(np.uint8) if uint8 else lq.numpy().astype(img.dtype if img.dtype.kind == "f" else np.float32)
     if not isinstance(img, torch.Tensor) or not img.is_floating_point():
         raise TypeError("bd_downscale: expected a float tensor or a numpy array")
-    blur = _imfilter_replicate(img.double(), kernel)
-    h, w = blur.shape[-2:]
-    return blur[..., start:h - scale // 2:scale, start:w - scale // 2:scale].to(img.dtype)
+    return blur_sample(img.double()).to(img.dtype)
 
 
 def bi_downscale(img, scale: int = 4):

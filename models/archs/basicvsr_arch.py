@@ -8,9 +8,14 @@ warping the propagated feature onto the current frame with SpyNet flow (``flow_w
 padding) and refining it with residual blocks; the two are fused per frame, upsampled ×4 by two
 PixelShuffles and added to the bilinear ×4 of the LR frame.
 
-Extensions (defaults reproduce upstream): ``in_channels`` (3 upstream) and ``flow``:
+Extensions (defaults reproduce upstream): ``in_channels`` (3 upstream), ``hr_channels`` (64)
+and ``flow``:
 ``spynet`` (upstream), ``zero`` (no alignment: the propagated feature is used as is; the
-ablation that measures what alignment buys).
+ablation that measures what alignment buys), ``dis`` (OpenCV DIS flow on the LR frames: a
+non-learned estimator, so a small network trains on CPU without SpyNet's 1.44 M parameters).
+
+In training mode the last forward's flows are kept in ``last_flows`` ((forward, backward),
+B×(T-1)×2×H×W) so a model can supervise SpyNet on exact flow (models/vsr_model.py).
 """
 from __future__ import annotations
 
@@ -24,7 +29,7 @@ from models.archs.spynet_arch import SpyNet
 from utils.errors import ConfigError
 from utils.flow import flow_warp
 
-FLOW_CHOICES = ("spynet", "zero")
+FLOW_CHOICES = ("spynet", "zero", "dis", "none")
 
 
 class ResidualBlockNoBN(nn.Module):
@@ -70,9 +75,17 @@ def pair_flows(spynet: nn.Module, lqs: torch.Tensor, mode: str = "spynet"):
     n, t, c, h, w = lqs.shape
     if t < 2:
         return lqs.new_zeros(n, 0, 2, h, w), lqs.new_zeros(n, 0, 2, h, w)
-    if mode == "zero":
+    if mode in ("zero", "none"):
         z = lqs.new_zeros(n, t - 1, 2, h, w)
         return z, z
+    if mode == "dis":  # OpenCV DIS on each pair (not learned, no gradient)
+        from utils.flow import batched_flow, dis_flow
+
+        with torch.no_grad():
+            a, b = lqs[:, :-1].reshape(-1, c, h, w).float(), lqs[:, 1:].reshape(-1, c, h, w).float()
+            fb = batched_flow(dis_flow, a, b).to(lqs.dtype).reshape(n, t - 1, 2, h, w)
+            ff = batched_flow(dis_flow, b, a).to(lqs.dtype).reshape(n, t - 1, 2, h, w)
+        return ff, fb
     lqs_1 = lqs[:, :-1].reshape(-1, c, h, w)
     lqs_2 = lqs[:, 1:].reshape(-1, c, h, w)
     flows_backward = spynet(lqs_1, lqs_2).reshape(n, t - 1, 2, h, w)
@@ -97,18 +110,22 @@ class BasicVSR_config(RestorationConfig):
         num_block: residual blocks per propagation trunk (30 published; 15 the signature default).
         spynet_path: official SpyNet weights to load (None: random init).
         in_channels: image channels (3).
-        flow: ``spynet`` | ``zero`` (ablation: no alignment).
+        flow: ``spynet`` | ``zero`` (ablation: no alignment) | ``dis`` (OpenCV DIS flow, not
+            learned) | ``none`` (no recurrence: every frame restored alone by the same layers,
+            a single-frame SR network of equal parameters). SpyNet is built for ``spynet`` only.
+        hr_channels: channels of the upsampler's ×2 and ×4 stages (64 upstream; smaller makes
+            a CPU demo affordable: at ×4 the 64→64 HR conv dominates the cost).
     """
 
     model_type = "restorelab_basicvsr"
 
     def __init__(self, num_feat: int = 64, num_block: int = 15, spynet_path: str | None = None,
-                 in_channels: int = 3, flow: str = "spynet", **kwargs):
+                 in_channels: int = 3, flow: str = "spynet", hr_channels: int = 64, **kwargs):
         if int(num_feat) < 1 or int(num_block) < 0:
             raise ConfigError(f"BasicVSR: num_feat must be >= 1 and num_block >= 0, got {num_feat}, {num_block}")
         check_choice("BasicVSR flow", flow, FLOW_CHOICES)
         self.num_feat, self.num_block, self.spynet_path = int(num_feat), int(num_block), spynet_path
-        self.in_channels, self.flow = int(in_channels), flow
+        self.in_channels, self.flow, self.hr_channels = int(in_channels), flow, int(hr_channels)
         super().__init__(**kwargs)
 
     @classmethod
@@ -125,13 +142,14 @@ class BasicVSR_arch(OfficialCheckpointMixin, RestorationModel):
         self.num_feat = c.num_feat
         # flow: zero builds no SpyNet (nothing of it could learn).
         self.spynet = SpyNet(c.spynet_path) if c.flow == "spynet" else None
+        self.last_flows = None
         self.backward_trunk = ConvResidualBlocks(c.num_feat + c.in_channels, c.num_feat, c.num_block)
         self.forward_trunk = ConvResidualBlocks(c.num_feat + c.in_channels, c.num_feat, c.num_block)
         self.fusion = nn.Conv2d(c.num_feat * 2, c.num_feat, 1, 1, 0, bias=True)
         self.upconv1 = nn.Conv2d(c.num_feat, c.num_feat * 4, 3, 1, 1, bias=True)
-        self.upconv2 = nn.Conv2d(c.num_feat, 64 * 4, 3, 1, 1, bias=True)
-        self.conv_hr = nn.Conv2d(64, 64, 3, 1, 1)
-        self.conv_last = nn.Conv2d(64, c.in_channels, 3, 1, 1)
+        self.upconv2 = nn.Conv2d(c.num_feat, c.hr_channels * 4, 3, 1, 1, bias=True)
+        self.conv_hr = nn.Conv2d(c.hr_channels, c.hr_channels, 3, 1, 1)
+        self.conv_last = nn.Conv2d(c.hr_channels, c.in_channels, 3, 1, 1)
         self.pixel_shuffle = nn.PixelShuffle(2)
         self.lrelu = nn.LeakyReLU(negative_slope=0.1, inplace=False)
         self.post_init()
@@ -144,24 +162,31 @@ class BasicVSR_arch(OfficialCheckpointMixin, RestorationModel):
         return {"lq": torch.rand(batch_size, 3, self.config.in_channels, size, size, generator=generator)}
 
     def get_flow(self, x: torch.Tensor):
-        return pair_flows(self.spynet, x, self.config.flow)
+        flows = pair_flows(self.spynet, x, self.config.flow)
+        self.last_flows = flows if self.training and torch.is_grad_enabled() else None
+        return flows
 
     def forward(self, lq: torch.Tensor) -> torch.Tensor:
         check_clip(lq, "BasicVSR")
         x = lq
         flows_forward, flows_backward = self.get_flow(x)
         b, n, _, h, w = x.shape
-        align = self.config.flow != "zero"
+        align = self.config.flow not in ("zero", "none")
+        recurrent = self.config.flow != "none"
         out_l: list[torch.Tensor] = []
         feat_prop = x.new_zeros(b, self.num_feat, h, w)
         for i in range(n - 1, -1, -1):
-            if i < n - 1 and align:
+            if not recurrent:
+                feat_prop = x.new_zeros(b, self.num_feat, h, w)
+            elif i < n - 1 and align:
                 feat_prop = flow_warp(feat_prop, flows_backward[:, i].permute(0, 2, 3, 1))
             feat_prop = self.backward_trunk(torch.cat([x[:, i], feat_prop], dim=1))
             out_l.insert(0, feat_prop)
         feat_prop = torch.zeros_like(feat_prop)
         for i in range(n):
-            if i > 0 and align:
+            if not recurrent:
+                feat_prop = x.new_zeros(b, self.num_feat, h, w)
+            elif i > 0 and align:
                 feat_prop = flow_warp(feat_prop, flows_forward[:, i - 1].permute(0, 2, 3, 1))
             feat_prop = self.forward_trunk(torch.cat([x[:, i], feat_prop], dim=1))
             out = self.lrelu(self.fusion(torch.cat([out_l[i], feat_prop], dim=1)))

@@ -14,7 +14,8 @@ in pure torch (models/archs/dcn.py; upstream calls ``torchvision.ops.deform_conv
 Upstream differences kept out: no CPU cache (``cpu_cache_length`` is accepted and recorded; on
 CPU the features stay in memory anyway), the mirror-extension check is made per call (upstream
 keeps a sticky flag), and without CUDA upstream silently skips building the DCNs (here they are
-always built, as in the fixture). Extension: ``flow: zero`` (ablation without SpyNet).
+always built, as in the fixture). Extension: ``flow: zero`` (ablation without SpyNet) or
+``dis`` (OpenCV DIS). In training mode the last flows are kept in ``last_flows``.
 """
 from __future__ import annotations
 
@@ -68,7 +69,8 @@ class BasicVSRPlusPlus_config(RestorationConfig):
             computed on a bicubic ↓4 copy, features extracted with two stride-2 convs).
         spynet_path: official SpyNet weights to load (None: random init).
         cpu_cache_length: accepted for official configs; no effect here.
-        flow: ``spynet`` | ``zero`` (ablation: DCN offsets from the residual alone, no SpyNet).
+        flow: ``spynet`` | ``zero`` (ablation: DCN offsets from the residual alone, no SpyNet) |
+            ``dis`` (OpenCV DIS flow, not learned, no SpyNet).
     """
 
     model_type = "restorelab_basicvsr_plus_plus"
@@ -100,6 +102,7 @@ class BasicVSRPlusPlus_arch(OfficialCheckpointMixin, RestorationModel):
         mid = self.mid_channels = c.mid_channels
         self.is_low_res_input = c.is_low_res_input
         self.spynet = SpyNet(c.spynet_path) if c.flow == "spynet" else None
+        self.last_flows = None
         if c.is_low_res_input:
             self.feat_extract = ConvResidualBlocks(3, mid, 5)
         else:
@@ -130,7 +133,9 @@ class BasicVSRPlusPlus_arch(OfficialCheckpointMixin, RestorationModel):
         return {"lq": torch.rand(batch_size, 3, 3, size, size, generator=generator)}
 
     def compute_flow(self, lqs: torch.Tensor):
-        return pair_flows(self.spynet, lqs, self.config.flow)
+        flows = pair_flows(self.spynet, lqs, self.config.flow)
+        self.last_flows = flows if self.training and torch.is_grad_enabled() else None
+        return flows
 
     def propagate(self, feats: dict, flows: torch.Tensor, module_name: str) -> dict:
         n, t, _, h, w = flows.shape

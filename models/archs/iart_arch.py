@@ -459,6 +459,7 @@ class IART_arch(OfficialCheckpointMixin, RestorationModel):
         self.embed_dim, self.mid_channels, self.is_low_res_input = c.embed_dim, c.mid_channels, c.is_low_res_input
         self.conv_before_upsample = nn.Conv2d(c.embed_dim, c.mid_channels, 3, 1, 1)
         self.spynet = SpyNet(c.spynet_path)
+        self.last_flows = None
         if not c.is_low_res_input:
             raise ConfigError("IART: is_low_res_input=False has no feature extractor upstream either; use True")
         self.conv_first = nn.Conv2d(c.in_channels, c.embed_dim, 3, 1, 1)
@@ -498,7 +499,9 @@ class IART_arch(OfficialCheckpointMixin, RestorationModel):
         return {"lq": torch.rand(batch_size, 3, self.config.in_channels, size, size, generator=generator)}
 
     def compute_flow(self, lqs: torch.Tensor):
-        return pair_flows(self.spynet, lqs)
+        flows = pair_flows(self.spynet, lqs)
+        self.last_flows = flows if self.training and torch.is_grad_enabled() else None
+        return flows
 
     def frame_alignment(self, feat_prop, feat_current, flow):
         return self.implicit_warp(feat_prop, feat_current, flow.permute(0, 2, 3, 1))
