@@ -153,3 +153,18 @@ def test_video_files_as_clips(tmp_path):
     np.testing.assert_array_equal((s["gt"] * 255).round().byte().permute(0, 2, 3, 1).numpy(), frames)
     half = VideoFolderDataset(gt_folder=str(tmp_path / "vids"), fps=15, phase="val")[0]
     assert half["gt"].shape[0] == 3
+
+
+def test_hf_clip_dataset_round_trip(tmp_path):
+    from dataset.video_hf_dataset import VideoHFDataset, write_clip_dataset
+
+    src = _synthetic(frames=4)
+    samples = [src[i] for i in range(2)]
+    write_clip_dataset(samples, tmp_path / "hf", split="validation")
+    ds = VideoHFDataset(path=str(tmp_path / "hf"), split="validation", phase="val")
+    assert ds.keys_ == [s["key"] for s in samples]
+    back = ds[1]
+    assert torch.equal(back["gt"], samples[1]["gt"]) and torch.equal(back["lq"], samples[1]["lq"])  # 8-bit exact
+    assert back["frame_names"] == [f"{t:08d}.png" for t in range(4)]
+    train = VideoHFDataset(path=str(tmp_path / "hf"), split="validation", num_frames=2, crop_size=8, phase="train")
+    assert train[0]["lq"].shape == (2, 3, 8, 8) and train[0]["gt"].shape == (2, 3, 32, 32)
