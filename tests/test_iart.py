@@ -108,3 +108,18 @@ def test_iart_official_checkpoint_strict(tmp_path):
     assert isinstance(net, IART_arch) and not net.training
     with pytest.raises(Exception):  # strict: an unused conv missing is an error too
         net.load_official_state_dict({k: v for k, v in full.items() if "conv_first_feat" not in k})
+
+
+@pytest.mark.parametrize("arch", ["IART", "BasicVSRPlusPlus"])
+def test_output_frame_depends_on_frames_before_and_after(arch):
+    from models.archs import define_network
+    from models.archs.basicvsrpp_arch import BasicVSRPlusPlus_config
+
+    torch.manual_seed(0)
+    cfg = IART_config.tiny() if arch == "IART" else BasicVSRPlusPlus_config.tiny()
+    net = define_network({"type": arch, **{k: v for k, v in cfg.to_diff_dict().items()
+                                           if k in type(cfg).option_names()}}).eval()
+    lq = torch.rand(1, 5, 3, 16, 16, requires_grad=True)
+    net(lq)[:, 2].sum().backward()
+    per_frame = lq.grad.abs().sum(dim=(0, 2, 3, 4))
+    assert (per_frame > 0).all(), per_frame
