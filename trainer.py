@@ -672,6 +672,9 @@ class Trainer:
         bar = tqdm(total=t.max_steps, initial=self.step, desc="train", dynamic_ncols=True, disable=not self.is_main)
         self.model.train()
         exit_code = 0
+        import time
+
+        self._speed_mark = (time.perf_counter(), self.step)  # steps/s and time left in _log_train
         try:
             sums: dict[str, torch.Tensor] = {}  # logged values summed since the last log line
             steps_since_log = 0
@@ -766,7 +769,11 @@ class Trainer:
                 self.log.warning(f"{where}skipped a bad {split} sample ({len(self.bad_samples)} so far): {reason}")
 
     def _log_train(self, means: dict[str, torch.Tensor], bar) -> None:
-        """Mean of each logged value over the steps since the last log line and over processes."""
+        """Mean of each logged value over the steps since the last log line and over processes,
+        with the training speed since then (steps/s, wall clock: validation and checkpoints
+        included) and the time the remaining steps will take at that speed."""
+        import time
+
         acc = self.accelerator
         values = {}
         for k, val in means.items():
@@ -774,11 +781,17 @@ class Trainer:
                 val = acc.reduce(val, reduction="mean")
             values[f"train/{k}"] = float(val)
         values.update({f"train/{k}": v for k, v in self.model.current_lrs().items()})
+        now, (then, then_step) = time.perf_counter(), self._speed_mark
+        self._speed_mark = (now, self.step)
+        speed = (self.step - then_step) / max(now - then, 1e-9)
+        values["train/steps_per_s"] = speed
         acc.log(values, step=self.step)
         loss = values.get("train/loss")
         lr = values.get("train/lr", next((v for k, v in values.items() if k.startswith("train/lr")), 0.0))
         bar.set_postfix({"loss": f"{loss:.4g}" if loss is not None else "-", "lr": f"{lr:.3g}"}, refresh=False)
-        self.log.info(f"step {self.step}: " + ", ".join(f"{k[6:]} {x:.6g}" for k, x in values.items()))
+        left = (self.cfg.train.max_steps - self.step) / speed if speed > 0 else float("inf")
+        self.log.info(f"step {self.step}: " + ", ".join(f"{k[6:]} {x:.6g}" for k, x in values.items() if k != "train/steps_per_s")
+                      + f" | {speed:.2f} steps/s, {left / 60:.1f} min left for {self.cfg.train.max_steps - self.step} steps")
 
     def _nan_error(self, exc) -> TrainingError:
         found = list_checkpoints(self.ckpt_dir)

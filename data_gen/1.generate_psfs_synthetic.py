@@ -13,6 +13,7 @@ Examples:
     --psf_type seidel --f_number 4 --focal_length_mm 25 --focus_distance_m 2 --object_distance_m 1 1.5 2 4 8
                                                            (thin-lens depth stack: psfs [C, 1, D, N, k, k])
     --psf_type seidel --lateral_color 0.002 0 -0.002 --axial_color_waves 0.3 0 -0.3   (chromatic aberration)
+    --psf_type phase_mask --mask_profile hyperbolic --mask_aperture_mm 1 --mask_focal_length_mm 10
 
 Units: wavelengths in nm (one per channel, RGB order: red first), pitch in um, Seidel/Zernike
 coefficients in waves at --reference_wavelength_nm. Conventions and sources: docs/optics.md.
@@ -60,6 +61,34 @@ TYPE_FLAGS = {
     "anxiety": (("motion",), "anxiety"),
     "n_steps": (("motion",), "n_steps"),
 }
+# phase_mask flags (prefixed --mask_ so they never clash with the lens options of other types)
+TYPE_FLAGS.update({f"mask_{name}": (("phase_mask",), name) for name in (
+    "profile", "aperture_mm", "focal_length_mm", "focus_depth_mm", "object_depth_mm", "design_wavelength_nm",
+    "dispersion", "cubic_waves", "depth_range_mm", "axicon_angle_deg", "propagation", "oversample")})
+TYPE_FLAGS.update({"phase_map": (("phase_mask",), "phase_map"), "amplitude_map": (("phase_mask",), "amplitude_map")})
+
+
+def add_phase_mask_args(p) -> None:
+    from psf.phase_mask import DISPERSIONS, PROFILES, PROPAGATIONS
+
+    g = p.add_argument_group("phase_mask (thin mask + wave propagation; lengths in mm)")
+    g.add_argument("--mask_profile", choices=PROFILES, help="lens profile (default hyperbolic)")
+    g.add_argument("--mask_aperture_mm", type=float, help="clear diameter D (default 1)")
+    g.add_argument("--mask_focal_length_mm", type=float, help="mask-to-sensor distance (default 10)")
+    g.add_argument("--mask_focus_depth_mm", type=float, help="object depth the profile focuses (default infinity)")
+    g.add_argument("--mask_object_depth_mm", type=float, nargs="+", metavar="MM",
+                   help="depth(s) of the point sources (default the focus depth); several (increasing) write a "
+                        "depth stack psfs [C, 1, D, N, k, k] + depths_m")
+    g.add_argument("--mask_design_wavelength_nm", type=float, help="design wavelength of the profile (default 550)")
+    g.add_argument("--mask_dispersion", choices=DISPERSIONS, help="phase vs wavelength (default diffractive)")
+    g.add_argument("--mask_cubic_waves", type=float, help="cubic: alpha in waves at the edge (default 20)")
+    g.add_argument("--mask_depth_range_mm", type=float, nargs=2, metavar=("NEAR", "FAR"), help="log_asphere depths")
+    g.add_argument("--mask_axicon_angle_deg", type=float, help="axicon cone angle (default atan(R / f))")
+    g.add_argument("--mask_propagation", choices=PROPAGATIONS, help="asm (default) or fresnel")
+    g.add_argument("--mask_oversample", type=int, help="odd fine samples per pixel (default: automatic)")
+    g.add_argument("--phase_map", metavar="NPY|IMAGE", help="user phase over the aperture square (.npy radians, "
+                   "or an image: 0..max -> [0, 2 pi)), added to the profile")
+    g.add_argument("--amplitude_map", metavar="NPY|IMAGE", help="user amplitude over the aperture square ([0, 1])")
 
 
 def key_value(text: str):
@@ -93,6 +122,7 @@ def parse_args(argv=None):
     p.add_argument("--device", default="cpu", help="torch device for the FFTs (default cpu)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing DIR/psfs.h5")
     p.add_argument("--no_previews", action="store_true", help="skip psf_grid.png")
+    add_phase_mask_args(p)
 
     g = p.add_argument_group("seidel / zernike (wave optics)")
     g.add_argument("--f_number", type=float, help="working f-number N (default 2.8)")

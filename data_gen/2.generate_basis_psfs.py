@@ -4,7 +4,9 @@
     python data_gen/2.generate_basis_psfs.py --psf_data_path DIR [--n_basis K | --energy E] [--method pca|svd]
 
 Figures (psf_grid.png, basis_psfs.png, basis_coef.png, explained_energy.png) go next to the file.
-The math is in psf/basis.py; see docs/optics.md.
+A depth-aware file (psfs [C_out, C_in, D, N, k, k], depths_m) gets one basis per depth plane, K
+shared by the planes (basis_psfs [C_out, C_in, D, K, k, k], basis_coef [C_out, C_in, D, K, N]) and
+figures per plane (psf_grid_d0.png, ...). The math is in psf/basis.py; see docs/optics.md.
 """
 from __future__ import annotations
 
@@ -40,8 +42,15 @@ def main() -> int:
     energy = 0.999 if args.energy is None and args.n_basis is None else args.energy
     field, _, path = add_basis(args.psf_data_path, n_basis=args.n_basis, energy=energy, method=args.method,
                                figures=not args.no_figures, progress=True)
-    energies = ", ".join(f"{ch}={e:.6f}" for ch, e in zip(field.channel_order, field.attrs["explained_energy"]))
-    print(f"{path}: K={field.n_basis} of N={field.n_nodes} basis PSFs ({args.method}), explained energy {energies}")
+    energy = field.attrs["explained_energy"]
+    if hasattr(field, "depths_m"):  # a depth stack: one basis per plane; report the worst plane per channel
+        energy = [min(plane[i] for plane in energy) for i in range(len(energy[0]))]
+        where = f", one basis per depth plane ({field.n_depths} planes), lowest explained energy over the planes"
+        n_nodes = field.psfs.shape[3]
+    else:
+        where, n_nodes = ", explained energy", field.n_nodes
+    energies = ", ".join(f"{ch}={e:.6f}" for ch, e in zip(field.channel_order, energy))
+    print(f"{path}: K={field.n_basis} of N={n_nodes} basis PSFs ({args.method}){where} {energies}")
     return 0
 
 

@@ -7,7 +7,9 @@ Writes ``data/{split}-XXXXX-of-XXXXX.parquet`` (``gt``/``lq`` images + metadata)
 ``psfs/NN-<name>.h5`` each) and ``generation.json`` (the manifest).
 With ``--scenes layered`` and a depth-aware PSF file (step 1 with ``--object_distance_m D1 D2 ...``)
 it writes synthetic layered RGB-D scenes instead: ``gt``, ``lq`` and a ``depth`` map per sample
-(data_gen/depth_dataset.py). Same arguments -> identical bytes. Interrupted runs resume where they stopped. For a Slurm
+(data_gen/depth_dataset.py). ``--sensor qis|raw`` (with ``--sensor_options JSON``) captures through a
+simulated quanta image sensor or CMOS RAW pipeline instead of ``--noise`` (low-light datasets: few
+photons per pixel, or a short RAW exposure). Same arguments -> identical bytes. Interrupted runs resume where they stopped. For a Slurm
 job array run task i with ``--task_index i --num_tasks n``, then once ``--merge --out DIR``.
 See docs/data_generation.md.
 """
@@ -58,6 +60,16 @@ def parse_args(argv=None) -> argparse.Namespace:
                     help="poisson_gaussian: photo-electrons at white, one value or LOW HIGH (log-uniform; default 1000)")
     dg.add_argument("--read_noise", type=float, nargs="+", default=[2.0], metavar="E",
                     help="poisson_gaussian: read noise in electrons rms, one value or LOW HIGH (default 2)")
+    dg.add_argument("--sensor", default="none", choices=("none", "qis", "raw"),
+                    help="simulate a sensor in place of --noise (psf/sensors.py): qis (quanta image sensor: photon "
+                         "counts, 1-bit or multi-bit readout) or raw (CMOS RAW: un-process to a Bayer RAW, shot and "
+                         "read noise, process back); parameters drawn per sample (default none)")
+    dg.add_argument("--sensor_options", default=None, metavar="JSON",
+                    help="psf.sensors.sample_sensor keywords as a JSON mapping; qis: photons_per_pixel (value or "
+                         "[low, high], log-uniform; default [1, 10]), bits, frames, quantum_efficiency, dark_counts, "
+                         "read_noise; raw: exposure (value or [low, high], log-uniform; default 1), digital_gain "
+                         "(true: brighten back by 1/exposure), bayer. Low light, e.g. "
+                         "--sensor raw --sensor_options '{\"exposure\": [0.02, 0.1], \"digital_gain\": true}'")
     dg.add_argument("--boundary", default="reflect", choices=("reflect", "zero"), help="image border model (default reflect)")
     dg.add_argument("--render_space", default="linear", choices=("linear", "srgb"),
                     help="blur linear light (physically right, default) or the sRGB values")
@@ -88,6 +100,21 @@ def _range(values: list[float], name: str) -> tuple[float, float]:
     if len(values) > 2:
         raise ConfigError(f"--{name} takes one value or LOW HIGH, got {len(values)} values")
     return (values[0], values[-1])
+
+
+def _sensor_options(args) -> dict | None:
+    if args.sensor_options is None:
+        return None
+    import json
+
+    try:
+        options = json.loads(args.sensor_options)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"--sensor_options is not JSON ({exc.msg}): {args.sensor_options!r}") from None
+    if not isinstance(options, dict):
+        raise ConfigError(f"--sensor_options must be a JSON mapping like '{{\"photons_per_pixel\": [1, 10]}}', "
+                          f"got {args.sensor_options!r}")
+    return options
 
 
 def _splits(text: str) -> dict[str, float]:
@@ -141,6 +168,7 @@ def _layered(args, out: Path) -> int:
         photons=_range(args.photons, "photons") if args.noise == "poisson_gaussian" else (0.0, 0.0),
         read_noise=_range(args.read_noise, "read_noise") if args.noise == "poisson_gaussian" else (0.0, 0.0),
         boundary=args.boundary, render_space=args.render_space,
+        sensor=args.sensor, sensor_options=_sensor_options(args),
         command=shlex.join(["python", "data_gen/3.generate_dataset_synthetic.py", *sys.argv[1:]]))
     build_depth_dataset(cfg, out)
     print(f"dataset complete: {out}")
@@ -165,7 +193,7 @@ def main(argv=None) -> int:
         photons=_range(args.photons, "photons") if args.noise == "poisson_gaussian" else (0.0, 0.0),
         read_noise=_range(args.read_noise, "read_noise") if args.noise == "poisson_gaussian" else (0.0, 0.0),
         boundary=args.boundary, render_space=args.render_space, method=args.method,
-        samples_per_shard=args.samples_per_shard)
+        samples_per_shard=args.samples_per_shard, sensor=args.sensor, sensor_options=_sensor_options(args))
     done = generate(cfg, out, workers=args.workers, task_index=args.task_index, num_tasks=args.num_tasks)
     print(f"dataset complete: {out}" if done else
           f"task {args.task_index + 1}/{args.num_tasks} done; when every task has finished run: "

@@ -49,8 +49,18 @@ class DepthSceneConfig:
     boundary: str = "reflect"
     render_space: str = "linear"
     command: str = ""
+    sensor: str | None = None  # psf.sensors kind (qis | raw) in place of the noise model
+    sensor_options: dict | None = None  # psf.sensors.sample_sensor keywords
 
     def validate(self):
+        if self.sensor in (None, "none"):
+            self.sensor, self.sensor_options = None, None
+        else:
+            from psf.sensors import check_sensor_options
+
+            if self.noise != "none":
+                raise ConfigError(f"sensor {self.sensor} replaces the noise model; drop noise {self.noise}")
+            self.sensor_options = check_sensor_options(self.sensor, self.sensor_options)
         if not self.splits or any(int(n) < 1 for n in self.splits.values()):
             raise ConfigError(f"every split needs at least one scene, got {self.splits}")
         if self.max_objects < 1:
@@ -149,16 +159,17 @@ def _png(arr: np.ndarray) -> bytes:
     return buf.tobytes()
 
 
-def features():
+def features(sensor: bool = False):
     import datasets
 
+    extra = {"sensor": datasets.Value("string")} if sensor else {}
     return datasets.Features({
         "gt": datasets.Image(), "lq": datasets.Image(), "depth": datasets.Image(), "key": datasets.Value("string"),
         "layer_depths_m": datasets.Sequence(datasets.Value("float64")),
         "sources": datasets.Sequence(datasets.Value("string")), "noise": datasets.Value("string"),
         "sigma": datasets.Value("float64"), "photons": datasets.Value("float64"),
         "read_noise": datasets.Value("float64"), "noise_seed": datasets.Value("int64"),
-        "psf_file": datasets.Value("string"),
+        "psf_file": datasets.Value("string"), **extra,
     })
 
 
@@ -187,6 +198,7 @@ def build_depth_dataset(cfg: DepthSceneConfig, out: str | Path, progress: bool =
 
     from psf.depth import load_depth_psf_field
     from psf.field import resolve_psf_path
+    from psf.sensors import sample_sensor
     from utils.layered_renderer import LayeredRenderer
     from utils.noise import sample_noise_model
 
@@ -198,6 +210,8 @@ def build_depth_dataset(cfg: DepthSceneConfig, out: str | Path, progress: bool =
         raise ConfigError(f"{psf_path} has no depth axis; layered scenes need a depth stack "
                           "(step 1 with --focal_length_mm --focus_distance_m --object_distance_m D1 D2 ...)")
     h, w = stack.sensor_res
+    if cfg.sensor == "raw" and cfg.sensor_options.get("bayer", True) and (h % 2 or w % 2):
+        raise ConfigError(f"sensor raw samples a 2x2 Bayer mosaic: the sensor resolution ({h}, {w}) must be even")
     renderer = LayeredRenderer(stack, (h, w), cfg.boundary, "full", dtype=torch.float64)
     depth_range = (float(stack.depths_m[0]), float(stack.depths_m[-1]))
     if depth_range[1] / DEPTH_SCALE_M > 65535:
@@ -225,8 +239,11 @@ def build_depth_dataset(cfg: DepthSceneConfig, out: str | Path, progress: bool =
                 colours = np.round(colours * 255.0) / 255.0  # 8-bit layers: gt holds exactly what is blurred
                 gt, depth = composite_sharp(colours, masks, depths)
                 gt8 = np.round(gt * 255.0).astype(np.uint8)
-                noise = sample_noise_model(cfg.noise, cfg.sigma, cfg.photons, cfg.read_noise,
-                                           generator=torch.Generator().manual_seed(scene_seed))
+                if cfg.sensor is None:
+                    noise = sample_noise_model(cfg.noise, cfg.sigma, cfg.photons, cfg.read_noise,
+                                               generator=torch.Generator().manual_seed(scene_seed))
+                else:
+                    noise = sample_sensor(cfg.sensor, torch.Generator().manual_seed(scene_seed), **cfg.sensor_options)
                 lq = render_scene(renderer, colours, masks, depths, noise, scene_seed + 1,
                                   cfg.render_space == "linear")
                 rows.append({
@@ -234,11 +251,15 @@ def build_depth_dataset(cfg: DepthSceneConfig, out: str | Path, progress: bool =
                     "depth": {"bytes": _png(np.round(depth / DEPTH_SCALE_M).astype(np.uint16)), "path": None},
                     "key": f"{split}_{i:05d}", "layer_depths_m": depths.tolist(),
                     "sources": [n if cfg.images == "builtin" else Path(n).name for n in names],
-                    "noise": noise.kind, "sigma": noise.sigma, "photons": noise.photons,
-                    "read_noise": noise.read_noise, "noise_seed": scene_seed + 1, "psf_file": "psfs/psfs.h5"})
+                    "noise": noise.kind, "noise_seed": scene_seed + 1, "psf_file": "psfs/psfs.h5"})
+                if cfg.sensor is None:
+                    rows[-1].update(sigma=noise.sigma, photons=noise.photons, read_noise=noise.read_noise)
+                else:
+                    rows[-1].update(sigma=0.0, photons=0.0, read_noise=0.0,
+                                    sensor=json.dumps(noise.as_dict(), sort_keys=True))
                 if bar is not None:
                     bar.update(1)
-            table = pa.Table.from_pylist(rows, schema=features().arrow_schema)
+            table = pa.Table.from_pylist(rows, schema=features(cfg.sensor is not None).arrow_schema)
             pq.write_table(table, stage / "data" / f"{split}-00000-of-00001.parquet")
             counts[split] = len(rows)
         if bar is not None:
@@ -261,11 +282,18 @@ def build_depth_dataset(cfg: DepthSceneConfig, out: str | Path, progress: bool =
     return out
 
 
+def _sensor_card(cfg: DepthSceneConfig) -> str:
+    from data_gen.step3_writer import sensor_text
+
+    return (sensor_text(cfg.sensor, cfg.sensor_options) + "; column `sensor`: each sample's sensor as JSON "
+            "(`psf.sensors.sensor_from_dict(json.loads(sensor))`)")
+
+
 def dataset_card(cfg: DepthSceneConfig, manifest: dict) -> str:
     import datasets
     import yaml
 
-    info = datasets.DatasetInfo(features=features())
+    info = datasets.DatasetInfo(features=features(cfg.sensor is not None))
     front = {
         "configs": [{"config_name": "default",
                      "data_files": [{"split": s, "path": f"data/{s}-*"} for s in manifest["splits"]]}],
@@ -290,7 +318,8 @@ def dataset_card(cfg: DepthSceneConfig, manifest: dict) -> str:
         + ", ".join(f"{v:g}" for v in d) + " m, interpolated in 1/distance), composited back to front with "
         "occlusion (`utils.layered_renderer`), "
         + ("in linear light" if cfg.render_space == "linear" else "in sRGB values")
-        + f", {cfg.boundary} boundary; noise `{cfg.noise}`; 8 bits.",
+        + f", {cfg.boundary} boundary; "
+        + (f"noise `{cfg.noise}`" if cfg.sensor is None else _sensor_card(cfg)) + "; 8 bits.",
         "", "## Command", "", "```", cfg.command or "(Python API)", "```", "",
     ]
     return "\n".join(lines)

@@ -104,6 +104,8 @@ class GenerationConfig:
     render_space: str = "linear"
     method: str = "full"
     samples_per_shard: int = 256
+    sensor: str | None = None  # psf.sensors kind (qis | raw) in place of the noise model
+    sensor_options: dict | None = None  # psf.sensors.sample_sensor keywords
 
     def __post_init__(self):
         if isinstance(self.psf_data_path, (list, tuple)):
@@ -117,6 +119,15 @@ class GenerationConfig:
         self.splits = {s: float(splits[s]) for s in order}
         self.split_names = {k: list(v) for k, v in (self.split_names or {}).items()}
         self.sigma, self.photons, self.read_noise = (tuple(float(v) for v in r) for r in (self.sigma, self.photons, self.read_noise))
+        if self.sensor in (None, "none"):
+            self.sensor = None
+            if self.sensor_options:
+                raise ConfigError("--sensor_options needs --sensor qis or raw")
+            self.sensor_options = None
+        else:
+            from psf.sensors import check_sensor_options
+
+            self.sensor_options = check_sensor_options(self.sensor, self.sensor_options)
         self.validate()
 
     def validate(self):
@@ -149,6 +160,8 @@ class GenerationConfig:
                 bad(f"--{name} range must satisfy 0 <= low <= high, got {lo:g} {hi:g}")
         if self.noise == "poisson_gaussian" and self.photons[0] <= 0:
             bad("--photons must be > 0 for poisson_gaussian noise")
+        if self.sensor is not None and self.noise != "none":
+            bad(f"--sensor {self.sensor} replaces the noise model; drop --noise {self.noise}")
         if self.boundary not in BOUNDARIES:
             bad(f"--boundary must be one of {', '.join(BOUNDARIES)}")
         if self.render_space not in ("linear", "srgb"):
@@ -168,7 +181,10 @@ class GenerationConfig:
         return ",".join(f"{k}={v:g}" for k, v in self.splits.items())
 
     def as_dict(self) -> dict:
-        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}
+        # Without a sensor the sensor keys are left out: such a manifest is byte for byte what
+        # earlier versions wrote, so their dataset folders still resume.
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()
+                if self.sensor is not None or k not in ("sensor", "sensor_options")}
 
     def command(self) -> str:
         """The command line that regenerates this dataset (any output folder)."""
@@ -183,6 +199,10 @@ class GenerationConfig:
             parts.append(f"--sigma {rng(self.sigma)}")
         if self.noise == "poisson_gaussian":
             parts += [f"--photons {rng(self.photons)}", f"--read_noise {rng(self.read_noise)}"]
+        if self.sensor is not None:
+            parts.append(f"--sensor {self.sensor}")
+            if self.sensor_options:
+                parts.append(f"--sensor_options '{json.dumps(self.sensor_options, sort_keys=True)}'")
         parts += [f"--boundary {self.boundary}", f"--render_space {self.render_space}", f"--method {self.method}",
                   f"--samples_per_shard {self.samples_per_shard}"]
         return " ".join(parts)
@@ -373,22 +393,34 @@ def render_sample(sample: Sample) -> dict:
     crop = img[y0:y0 + h, x0:x0 + w]
     interp = cv2.INTER_AREA if w >= ws else cv2.INTER_CUBIC
     gt = quantize_levels(cv2.resize(crop, (ws, hs), interpolation=interp), 8)
-    noise = sample_noise_model(cfg.noise, cfg.sigma, cfg.photons, cfg.read_noise,
-                               generator=torch.Generator().manual_seed(param_seed))
+    if cfg.sensor is None:
+        noise = sample_noise_model(cfg.noise, cfg.sigma, cfg.photons, cfg.read_noise,
+                                   generator=torch.Generator().manual_seed(param_seed))
+    else:  # a simulated sensor (QIS or CMOS RAW) in place of the noise model, drawn per sample
+        from psf.sensors import sample_sensor
+
+        noise = sample_sensor(cfg.sensor, torch.Generator().manual_seed(param_seed), **cfg.sensor_options)
     gt_t = image_to_tensor(gt.astype(np.float32) / 255.0)[None].double()
     lq_t = simulate_capture(gt_t, renderer, noise, torch.Generator().manual_seed(noise_seed),
                             linear_light=cfg.render_space == "linear", bits=8)
     lq = np.round(lq_t[0].permute(1, 2, 0).numpy() * 255.0).astype(np.uint8)
+    if cfg.sensor is not None:
+        return {**_row(sample, gt, lq, (x0, y0, w, h), noise.kind, 0.0, 0.0, 0.0, noise_seed, cfg),
+                "sensor": json.dumps(noise.as_dict(), sort_keys=True)}
+    return _row(sample, gt, lq, (x0, y0, w, h), noise.kind, noise.sigma, noise.photons, noise.read_noise, noise_seed, cfg)
+
+
+def _row(sample, gt, lq, box, kind, sigma, photons, read_noise, noise_seed, cfg) -> dict:
     return {
         "gt": {"bytes": encode_png(gt), "path": None},
         "lq": {"bytes": encode_png(lq), "path": None},
         "key": sample.key,
         "source": sample.source if cfg.images != "builtin" else f"skimage.data.{sample.source}",
-        "crop_box": [x0, y0, w, h],
-        "noise": noise.kind,
-        "sigma": noise.sigma,
-        "photons": noise.photons,
-        "read_noise": noise.read_noise,
+        "crop_box": list(box),
+        "noise": kind,
+        "sigma": sigma,
+        "photons": photons,
+        "read_noise": read_noise,
         "noise_seed": noise_seed,
         "psf_file": _WORKER["copies"][sample.field],
     }
@@ -403,14 +435,18 @@ def encode_png(rgb_uint8: np.ndarray) -> bytes:
     return buf.tobytes()
 
 
-def features():
+def features(sensor: bool = False):
+    """The columns; ``sensor=True`` (a ``--sensor`` dataset) adds ``sensor``, the sample's sensor as
+    JSON (``psf.sensors.sensor_from_dict(json.loads(...))`` rebuilds it)."""
     import datasets
 
+    extra = {"sensor": datasets.Value("string")} if sensor else {}
     return datasets.Features({
         "gt": datasets.Image(), "lq": datasets.Image(), "key": datasets.Value("string"),
         "source": datasets.Value("string"), "crop_box": datasets.Sequence(datasets.Value("int32")),
         "noise": datasets.Value("string"), "sigma": datasets.Value("float64"), "photons": datasets.Value("float64"),
         "read_noise": datasets.Value("float64"), "noise_seed": datasets.Value("int64"), "psf_file": datasets.Value("string"),
+        **extra,
     })
 
 
@@ -419,7 +455,7 @@ def write_shard(rows: list[dict], path: Path) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    schema = features().arrow_schema
+    schema = features(sensor=bool(rows) and "sensor" in rows[0]).arrow_schema
     table = pa.Table.from_pylist(rows, schema=schema)
     with atomic_path(path, suffix=".tmp") as tmp:
         pq.write_table(table, tmp, row_group_size=ROWS_PER_GROUP)
@@ -450,6 +486,9 @@ def prepare(cfg: GenerationConfig, out: Path, workers: int) -> dict:
                               f"{tuple(first.sensor_res)} [C_out={first.c_out}, C_in={first.c_in}], {path} has "
                               f"{tuple(field.sensor_res)} [C_out={field.c_out}, C_in={field.c_in}]")
     field = fields[0]
+    if cfg.sensor == "raw" and cfg.sensor_options.get("bayer", True) and any(v % 2 for v in field.sensor_res):
+        raise ConfigError(f"--sensor raw samples a 2x2 Bayer mosaic: the sensor resolution {tuple(field.sensor_res)} "
+                          "must be even (or pass --sensor_options '{\"bayer\": false}')")
     sources = step3_sources(cfg.images)
     existing = _read_manifest(out)
     if existing is not None and [(s["name"], s["bytes"]) for s in existing["sources"]] == [(s["name"], s["bytes"]) for s in sources]:
@@ -625,7 +664,7 @@ def dataset_card(cfg: GenerationConfig, manifest: dict, fields) -> str:
     import yaml
 
     splits = {s: manifest["splits"][s] for s in cfg.splits if s in manifest["splits"]}
-    info = datasets.DatasetInfo(features=features())
+    info = datasets.DatasetInfo(features=features(sensor=cfg.sensor is not None))
     info_yaml = {"features": info._to_yaml_dict()["features"]}  # split sizes are in the table below
     front = {
         "configs": [{"config_name": "default", "data_files": [{"split": s, "path": f"data/{s}-*"} for s in splits]}],
@@ -638,6 +677,8 @@ def dataset_card(cfg: GenerationConfig, manifest: dict, fields) -> str:
              "gaussian": f"Gaussian in sRGB, sigma {_range(cfg.sigma)} (uniform per sample)",
              "poisson_gaussian": f"Poisson-Gaussian in linear light, {_range(cfg.photons)} photo-electrons at white "
                                  f"(log-uniform per sample), read noise {_range(cfg.read_noise)} e- rms"}[cfg.noise]
+    if cfg.sensor is not None:
+        noise = sensor_text(cfg.sensor, cfg.sensor_options)
     copies = psf_copies(cfg)
     shas = manifest["psf_sha256"] if isinstance(manifest["psf_sha256"], list) else [manifest["psf_sha256"]]
     if len(fields) == 1:
@@ -667,16 +708,34 @@ def dataset_card(cfg: GenerationConfig, manifest: dict, fields) -> str:
         + ("linear light (IEC 61966-2-1 sRGB decoding before, encoding after)" if cfg.render_space == "linear" else "sRGB values")
         + f"; noise: {noise}; quantised to 8 bits (round half to even).",
         "- Per-sample columns: `key`, `source`, `crop_box` (x0, y0, w, h in the source), `noise`, `sigma`, `photons`, "
-        "`read_noise`, `noise_seed` (a `torch.Generator` seed), `psf_file`.",
+        "`read_noise`, `noise_seed` (a `torch.Generator` seed), `psf_file`"
+        + (", `sensor` (the sample's sensor parameters as JSON, `psf.sensors` `as_dict()`; `noise` holds the sensor "
+           "kind and `sigma`, `photons`, `read_noise` are 0)." if cfg.sensor is not None else "."),
         "- Reproduce an `lq` from its `gt` (float64 [1, 3, H, W] in [0, 1]): `utils.sv_renderer.simulate_capture(gt, "
         f"SVRenderer(load_psf_field(psf_file), ({hs}, {ws}), '{cfg.boundary}', '{cfg.method}', dtype=torch.float64), "
-        "NoiseModel(noise, sigma, photons, read_noise), torch.Generator().manual_seed(noise_seed), "
+        + ("psf.sensors.sensor_from_dict(json.loads(sensor))" if cfg.sensor is not None
+           else "NoiseModel(noise, sigma, photons, read_noise)")
+        + ", torch.Generator().manual_seed(noise_seed), "
         f"linear_light={cfg.render_space == 'linear'}, bits=8)` returns it exactly (8-bit levels / 255).",
         "",
         "## Command", "", "```", cfg.command(), "```", "",
         f"`{MANIFEST}` records every argument, the source list and the software versions.", "",
     ]
     return "\n".join(lines)
+
+
+def sensor_text(kind: str, options: dict) -> str:
+    """One sentence of the dataset card on a ``--sensor`` capture."""
+    opts = ", ".join(f"{k}={v}" for k, v in sorted(options.items())) or "defaults"
+    if kind == "qis":
+        return ("a simulated quanta image sensor (`psf.sensors.QISSensor`, drawn per sample by "
+                f"`psf.sensors.sample_sensor('qis', ...)`, {opts}; photons per pixel at white log-uniform in its range): "
+                "Poisson photon counts with quantum efficiency, dark counts and read noise, "
+                "1-bit or multi-bit readout averaged over frames, stored as readout / (2^bits - 1) with no tone curve")
+    return ("a simulated CMOS RAW capture (`psf.sensors.RawSensor`, drawn per sample by "
+            f"`psf.sensors.sample_sensor('raw', ...)`, {opts}): un-processed to RAW (inverse tone curve, gamma, colour "
+            "matrix and white-balance gains of a random camera, Bayer mosaic), scaled by the exposure, shot and read "
+            "noise, processed back (bilinear demosaicing, gains, colour matrix, gamma, tone curve)")
 
 
 def _range(v) -> str:

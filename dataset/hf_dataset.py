@@ -5,10 +5,11 @@ from pathlib import Path
 
 import numpy as np
 
-from dataset.base import PairedImageDataset, check_psf_scale
+from dataset.base import PairedImageDataset, as_chw, check_psf_scale
 from dataset.psf_keys import PSFAttacher, check_psf_keys, field_name_for, load_psf_fields
-from utils.errors import DataError
-from utils.image_io import decode_image, read_image
+from dataset.transforms import check_layouts
+from utils.errors import ConfigError, DataError
+from utils.image_io import _to_float_rgb, decode_image, read_image
 from utils.registry import closest
 
 
@@ -96,8 +97,13 @@ class HFDataset(PairedImageDataset):
         psf_path: null             # PSF file/folder (default: the dataset's psfs/ folder)
         psf_file_key: psf_file     # column naming each sample's PSF file (datasets mixing fields)
         scale: 1                   # gt pixels per lq pixel (×2 SR: gt 2× lq's width and height)
+        extra_keys: []             # more image columns returned as "map" entries (C×H×W aligned
+                                   # with lq, cropped and flipped with it), e.g. [depth]
 
     Image columns are decoded with OpenCV (8- or 16-bit PNG, JPEG...) to float32 RGB [0, 1].
+    ``extra_keys`` columns keep their own channels (1 for a grey or 16-bit map); the ``depth``
+    column of a depth-aware step-3 dataset (``--scenes layered``: 16-bit PNG of millimetres) is
+    returned in metres, 1×H×W float32.
     """
 
     def __init__(
@@ -119,6 +125,7 @@ class HFDataset(PairedImageDataset):
         psf_path: str | None = None,
         psf_file_key: str = "psf_file",
         scale: int = 1,
+        extra_keys: list[str] | None = None,
     ):
         import datasets
 
@@ -137,8 +144,10 @@ class HFDataset(PairedImageDataset):
             raise DataError(f"{self.path}: split '{split}' has no samples")
         self.gt_key, self.lq_key = gt_key, lq_key
         self.id_key = id_key if id_key in columns else None
+        self.extra_keys = self._check_extra_keys(extra_keys, table, columns, psf_keys)
+        self.layouts = check_layouts({k: "map" for k in self.extra_keys})
         # Raw bytes: we decode ourselves (see decode_image); non-image columns stay as they are.
-        for column in (gt_key, lq_key):
+        for column in (gt_key, lq_key, *self.extra_keys):
             feature = table.features[column]
             if isinstance(feature, datasets.Image):
                 table = table.cast_column(column, datasets.Image(decode=False))
@@ -154,6 +163,34 @@ class HFDataset(PairedImageDataset):
             if self.psf_file_key is not None:  # resolve every sample's field once, up front
                 where = f"{self.path} column '{self.psf_file_key}'"
                 self._field_names = [field_name_for(v, fields, where) for v in list(table[self.psf_file_key])]
+
+    def _check_extra_keys(self, extra_keys, table, columns, psf_keys) -> list[str]:
+        import datasets
+
+        from dataset.psf_keys import PSF_KEYS
+
+        if extra_keys is None:
+            return []
+        if isinstance(extra_keys, str) or not all(isinstance(k, str) for k in extra_keys):
+            raise ConfigError(f"extra_keys must be a list of column names like [depth], got {extra_keys!r}")
+        taken = {"gt", "lq", "key", *PSF_KEYS, *(psf_keys or [])}
+        for column in extra_keys:
+            if column not in columns:
+                guess = closest(column, columns)
+                hint = f"; did you mean {guess}?" if guess else ""
+                raise DataError(f"{self.path} ({self.split}): no column '{column}' for extra_keys{hint} "
+                                f"(columns: {', '.join(columns)})")
+            if column in taken or column in (self.gt_key, self.lq_key):
+                raise ConfigError(f"extra_keys: '{column}' is already a sample entry; name another column")
+            if not isinstance(table.features[column], datasets.Image):
+                raise ConfigError(f"extra_keys takes image columns (maps aligned with lq, e.g. depth); "
+                                  f"'{column}' is {table.features[column]}")
+        if len(set(extra_keys)) != len(extra_keys):
+            raise ConfigError(f"extra_keys lists a column twice: {list(extra_keys)}")
+        if extra_keys and self.scale != 1:
+            raise ConfigError(f"extra_keys {list(extra_keys)} with scale {self.scale}: maps are aligned with lq, "
+                              "so they need same-size gt and lq (scale 1)")
+        return list(extra_keys)
 
     def psf_field_name(self, index: int) -> str:
         if self.psf_file_key is None:
@@ -186,3 +223,43 @@ class HFDataset(PairedImageDataset):
         row = self.row(index)
         key = self.sample_key(index, row)
         return self._image(row[self.gt_key], self.gt_key, key), self._image(row[self.lq_key], self.lq_key, key), key
+
+    def load_sample(self, index: int, generator) -> dict:
+        if not self.extra_keys:
+            return super().load_sample(index, generator)
+        row = self.row(index)
+        key = self.sample_key(index, row)
+        sample = {"gt": as_chw(self._image(row[self.gt_key], self.gt_key, key)),
+                  "lq": as_chw(self._image(row[self.lq_key], self.lq_key, key)), "key": key}
+        for column in self.extra_keys:
+            value = self._map(row[column], column, key)
+            if tuple(value.shape[-2:]) != tuple(sample["lq"].shape[-2:]):
+                raise DataError(f"sample '{key}' in {self.path}: '{column}' is {value.shape[-1]}x{value.shape[-2]} "
+                                f"but lq is {sample['lq'].shape[-1]}x{sample['lq'].shape[-2]} (width x height)")
+            sample[column] = value
+        return sample
+
+    def _map(self, value, column: str, key: str):
+        """An extra image column as C×H×W float32 (its own channels; ``depth``: metres)."""
+        import cv2
+        import torch
+
+        name = f"'{column}' of sample '{key}' in {self.path}"
+        data = value.get("bytes") if isinstance(value, dict) else value
+        if isinstance(value, dict) and not data and value.get("path"):
+            data = Path(value["path"]).read_bytes()
+        if not isinstance(data, (bytes, bytearray)):
+            raise DataError(f"{name} is not an image (got {type(value).__name__})")
+        raw = cv2.imdecode(np.frombuffer(bytes(data), dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+        if raw is None:
+            raise DataError(f"cannot decode image {name} (corrupt or unsupported format)")
+        if column == "depth":
+            if raw.ndim != 2 or raw.dtype != np.uint16:
+                raise DataError(f"{name}: a depth map is a one-channel 16-bit PNG of millimetres, got "
+                                f"{raw.dtype} with shape {raw.shape}")
+            from data_gen.depth_dataset import DEPTH_SCALE_M
+
+            return torch.from_numpy((raw.astype(np.float64) * DEPTH_SCALE_M).astype(np.float32))[None]
+        if raw.ndim == 2:
+            return as_chw(_to_float_rgb(raw, 1, name))
+        return as_chw(_to_float_rgb(raw, raw.shape[2] if raw.shape[2] != 4 else 3, name))

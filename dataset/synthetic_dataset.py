@@ -1,4 +1,5 @@
-"""``SyntheticBlurDataset``: sharp images degraded on the fly by a spatially varying PSF field + noise."""
+"""``SyntheticBlurDataset``: sharp images degraded on the fly by a spatially varying PSF field + noise
+(or a simulated sensor)."""
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -26,17 +27,47 @@ def make_psf_field(psf_path: str | None, psf: Mapping | None):
                           "(PSFSimulator options, e.g. {psf_type: gaussian, grid_shape: [5, 5], psf_size: 21, "
                           "sensor_res: [256, 256], seed: 0})")
     if psf_path is not None:
-        from psf.field import load_psf_field
+        from psf.field import load_psf_field, resolve_psf_path
 
+        depths = _file_depths(resolve_psf_path(psf_path))
+        if depths is not None:
+            raise ConfigError(f"psf_path {psf_path} is a depth-aware PSF file ({len(depths)} planes, "
+                              f"{_metres(depths)}) and SyntheticBlurDataset renders one object plane: {_DEPTH_HINT}")
         return load_psf_field(psf_path)
     from psf.svpsf import PSFSimulator
 
     if not isinstance(psf, Mapping):
         raise ConfigError(f"psf must be a mapping of PSFSimulator options, got {psf!r}")
     try:  # PSFSimulator checks its own options (and the PSF type's) with "did you mean" errors
-        return PSFSimulator(**dict(psf)).simulate()
+        simulator = PSFSimulator(**dict(psf))
     except TypeError as exc:
         raise ConfigError(f"psf: {exc}") from None
+    if simulator.depths_m is not None:  # checked before the (costly) simulation
+        raise ConfigError(f"psf.object_distance_m lists {len(simulator.depths_m)} distances "
+                          f"({_metres(simulator.depths_m)}), a depth stack, and SyntheticBlurDataset renders one "
+                          f"object plane: give one distance (object_distance_m: {simulator.depths_m[0]:g}), or "
+                          + _DEPTH_HINT)
+    return simulator.simulate()
+
+
+_DEPTH_HINT = ("for depth-dependent blur write a layered dataset (data_gen/3.generate_dataset_synthetic.py --scenes "
+               "layered) and train on it with HFDataset (extra_keys: [depth]), or save one plane as its own file "
+               "(psf.depth.load_depth_psf_field(path).at_depth(metres) with psf.field.save_psf_field) for psf_path")
+
+
+def _metres(depths) -> str:
+    return ", ".join(f"{float(d):g}" for d in depths) + " m"
+
+
+def _file_depths(path) -> list[float] | None:
+    """The object distances of a depth-aware PSF file, None for a single-plane file."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            return [float(v) for v in f["depths_m"][()]] if "depths_m" in f else None
+    except OSError:
+        return None  # load_psf_field reports an unreadable file
 
 
 _NOISE_OPTIONS = ("kind", "sigma", "photons", "read_noise")
@@ -65,6 +96,21 @@ def check_noise_options(noise) -> dict:
     return noise
 
 
+def check_sensor_option(sensor, noise) -> tuple[str, dict] | None:
+    """(kind, sample_sensor keywords) of the ``sensor`` mapping, checked once; None without one."""
+    if sensor is None:
+        return None
+    if noise is not None:
+        raise ConfigError("give noise or sensor, not both (a sensor model brings its own noise)")
+    if not isinstance(sensor, Mapping) or "kind" not in sensor:
+        raise ConfigError(f"sensor must be a mapping like {{kind: qis, photons_per_pixel: [1, 10]}} or "
+                          f"{{kind: raw, exposure: [0.05, 0.2], digital_gain: true}}, got {sensor!r}")
+    from psf.sensors import check_sensor_options
+
+    options = {k: v for k, v in dict(sensor).items() if k != "kind"}
+    return sensor["kind"], check_sensor_options(sensor["kind"], options)
+
+
 class SyntheticBlurDataset(PairedImageDataset):
     """Sharp images (``skimage.data`` built-ins or a folder) blurred by a spatially varying PSF
     field (``utils.sv_renderer.render``, linear convolution) plus Gaussian noise.
@@ -85,6 +131,10 @@ class SyntheticBlurDataset(PairedImageDataset):
                                    # utils.noise: kind none | gaussian (sigma, sRGB units) |
                                    # poisson_gaussian (photons at white, read_noise in electrons);
                                    # a [low, high] range is drawn per sample
+        sensor: null               # instead of noise: a simulated sensor (psf/sensors.py), drawn per
+                                   # sample as step 3's --sensor: {kind: qis, photons_per_pixel: [1, 10],
+                                   # bits: 1, frames: 1, quantum_efficiency: 1, dark_counts: 0, read_noise: 0}
+                                   # or {kind: raw, exposure: [0.05, 0.2], digital_gain: true, bayer: true}
         quantize_bits: 8           # round gt and lq to 8-bit levels like stored PNGs (null: keep float)
         samples_per_image: 1       # samples per image per epoch (many random crops of few images)
         phase: train               # train (random crop/flips/noise) | val | test (fixed noise); set by the trainer
@@ -104,6 +154,12 @@ class SyntheticBlurDataset(PairedImageDataset):
     noise level and noise are drawn, from the (seed, epoch, index) generator. Validation and test
     samples always use epoch 0, so their noise is fixed.
 
+    ``sensor`` (instead of ``noise``; psf/sensors.py, the keywords of step 3's ``--sensor_options``)
+    captures the blur with a quanta image sensor or a CMOS RAW camera drawn per sample from the
+    sample's generator (photon level, camera, noise level), then the sensor's draws. Depth PSF
+    fields (several object distances) are refused: one plane is rendered here; depth-dependent
+    blur comes from step 3's layered scenes (``HFDataset`` with ``extra_keys: [depth]``).
+
     With ``scale`` > 1 (SR pairs) the noise-free blur (in linear light when ``linear_light``) is
     downscaled once per image (``dataset.transforms.downscale``), then the noise is added at lq
     resolution; ``crop_size`` is in lq pixels and gt is the ``scale``× larger crop of the same
@@ -122,6 +178,7 @@ class SyntheticBlurDataset(PairedImageDataset):
         boundary: str = "reflect",
         linear_light: bool = True,
         noise: dict | None = None,
+        sensor: dict | None = None,
         quantize_bits: int | None = 8,
         samples_per_image: int = 1,
         phase: str = "train",
@@ -141,6 +198,7 @@ class SyntheticBlurDataset(PairedImageDataset):
                          seed=seed, skip_bad_samples=skip_bad_samples, scale=scale)
         self.downscale = check_downscale(downscale)
         check_psf_scale(check_psf_keys(psf_keys), self.scale)
+        self.sensor = check_sensor_option(sensor, noise)
         self.noise = check_noise_options({"kind": "gaussian", "sigma": 0.01} if noise is None else noise)
         self.linear_light = bool(linear_light)
         if quantize_bits not in (None, 8, 16):
@@ -182,6 +240,12 @@ class SyntheticBlurDataset(PairedImageDataset):
             raise DataError(f"no readable source image ({len(self.skipped)} skipped)")
         if check_psf_keys(psf_keys):
             self.psf_attacher = PSFAttacher({_FIELD_NAME: self.field}, psf_keys)
+        if self.sensor is not None and self.sensor[0] == "raw" and self.sensor[1].get("bayer", True):
+            lq_size = self.crop_size or (self.image_size[0] // self.scale, self.image_size[1] // self.scale)
+            if lq_size[0] % 2 or lq_size[1] % 2:
+                raise ConfigError(f"sensor raw samples a 2x2 Bayer mosaic: the lq size {list(lq_size)} "
+                                  f"({'crop_size' if self.crop_size else 'image_size / scale'}) must be even, "
+                                  "or set sensor.bayer: false")
 
     def __len__(self) -> int:
         return len(self.keys_) * self.samples_per_image
@@ -201,10 +265,15 @@ class SyntheticBlurDataset(PairedImageDataset):
         return _FIELD_NAME
 
     def finish_sample(self, sample: dict, index: int, geometry: Geometry, generator: torch.Generator) -> None:
-        """Noise on the (cropped, flipped) noise-free blur, then back to sRGB and quantised."""
+        """Noise (or a sensor) on the (cropped, flipped) noise-free blur, then back to sRGB and quantised."""
         from utils.noise import sample_noise_model
 
-        noise = sample_noise_model(**self.noise, generator=generator)
+        if self.sensor is not None:
+            from psf.sensors import sample_sensor
+
+            noise = sample_sensor(self.sensor[0], generator, **self.sensor[1])
+        else:
+            noise = sample_noise_model(**self.noise, generator=generator)
         blurred = sample["lq"]
         lq = noise.apply_linear(blurred, generator) if self.linear_light else noise(blurred, generator)
         sample["lq"] = (quantize(lq, self.quantize_bits) if self.quantize_bits else lq).contiguous()

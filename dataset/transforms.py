@@ -20,8 +20,8 @@ displacement    ...×2 as (dy, dx)           vectors in the sample's own axes: d
                                             is reversed with the clip
 ==============  ==========================  =================================================
 
-The first seven are ``models.archs.arch_util.LAYOUTS`` (CORE_API §1); ``displacement`` is the
-data-side extra for known motion (``ShiftedClipDataset``'s per-frame ``shifts``).
+The table is ``utils.layouts.LAYOUTS``, shared with the networks' ``ArchIO.inputs``;
+``displacement`` carries known motion (``ShiftedClipDataset``'s per-frame ``shifts``, flows).
 
 Scale: the crop is drawn in ``lq`` pixels; a spatial key whose H×W is ``scale``× lq's is cut at
 ``scale``× the position and size (a 64² lq crop at (top, left) ↔ the 128² gt crop at
@@ -40,18 +40,8 @@ from dataclasses import dataclass, replace
 import torch
 
 from utils.errors import ConfigError, DataError
+from utils.layouts import LAYOUTS, SPATIAL_LAYOUTS  # noqa: F401 (re-exported)
 
-LAYOUTS = {
-    "image": "C×H×W",
-    "clip": "T×C×H×W",
-    "mask": "1×H×W",
-    "map": "C×H×W aligned with lq",
-    "kernel": "...×k×k (not cropped, transformed with flips)",
-    "vector": "D (per sample)",
-    "scalar": "() per sample",
-    "displacement": "...×2 (dy, dx) vectors; T×2 per frame of a clip",
-}
-SPATIAL_LAYOUTS = ("image", "clip", "mask", "map")
 _MIN_DIMS = {"image": 3, "clip": 4, "mask": 3, "map": 2, "kernel": 2, "vector": 1, "scalar": 0, "displacement": 1}
 
 
@@ -253,9 +243,10 @@ def downscale(x: torch.Tensor, scale: int, method: str = "bicubic") -> torch.Ten
     """``[..., C, H, W]`` -> ``[..., C, H/scale, W/scale]`` (H and W multiples of ``scale``).
 
     ``area``: the mean of each scale×scale block (a sensor integrating over bigger pixels).
-    ``bicubic``: antialiased bicubic (Keys a = -0.5, kernel widened by ``scale``), the kernel of
-    PIL's ``Image.resize(BICUBIC)`` and MATLAB's ``imresize``, the usual SR degradation; clamped
-    to [0, 1].
+    ``bicubic``: MATLAB's antialiased bicubic ``imresize`` (utils.imresize: Keys a = -0.5, kernel
+    widened by ``scale``, symmetric borders), the "BI" degradation of SR benchmarks; clamped to
+    [0, 1]. (PIL's ``BICUBIC`` resize has the same kernel but renormalises at the borders instead of
+    mirroring: equal in the interior, not at the edges.)
     """
     check_downscale(method)
     if scale == 1:
@@ -268,6 +259,7 @@ def downscale(x: torch.Tensor, scale: int, method: str = "bicubic") -> torch.Ten
     if method == "area":
         out = torch.nn.functional.avg_pool2d(flat, scale)
     else:
-        out = torch.nn.functional.interpolate(flat, size=(h // scale, w // scale), mode="bicubic",
-                                              align_corners=False, antialias=True).clamp(0, 1)
+        from utils.imresize import imresize
+
+        out = imresize(flat, 1 / scale).clamp(0, 1)
     return out.reshape(*lead, *out.shape[-3:]).contiguous()

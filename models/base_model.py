@@ -254,6 +254,13 @@ class BaseModel:
         inputs = self.network_inputs(name, batch)
         net = self.networks[name] if torch.is_grad_enabled() else self.network(name)
         if tile is None:
+            io = getattr(self.network(name), "io", None)
+            main = inputs.get(io.main_input) if io is not None and io.kind == "clip2frame" and io.frames else None
+            if main is not None and main.shape[1] > io.frames:  # a clip longer than the network's window
+                from utils.tiling import sliding_frames
+
+                rest = {k: v for k, v in inputs.items() if k != io.main_input}
+                return sliding_frames(lambda w, **c: net(**{io.main_input: w}, **c), main, io.frames, **rest)
             return net(**inputs)
         from utils.tiling import tiled_predict
 

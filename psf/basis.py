@@ -20,6 +20,13 @@ by all channels; ``energy=E`` picks the smallest K meeting E in every channel.
 ``add_basis`` rewrites a PSF file with its basis (``basis_psfs``, ``basis_coef`` and the
 attributes ``basis_method``, ``n_basis``, ``explained_energy``), atomically, with figures;
 ``data_gen/2.generate_basis_psfs.py`` is its command line.
+
+Depth-aware files (``psfs [C_out, C_in, D, N, k, k]``, ``depths_m``): one basis **per depth plane**,
+with one K for all planes (``basis_psfs [C_out, C_in, D, K, k, k]``, ``basis_coef [C_out, C_in,
+D, K, N]``, ``explained_energy`` [D][C_out * C_in]). Each plane is decomposed exactly as a
+single-plane file (K <= N; K = N reproduces every plane), so ``DepthPSFField.plane(i)`` is a
+regular field with its own basis and the layered renderer's per-plane renders use it as is;
+``energy=E`` picks the smallest K meeting E in every channel of every plane.
 """
 from __future__ import annotations
 
@@ -155,13 +162,71 @@ def field_with_basis(field: PSFField, n_basis: int | None = None, energy: float 
     return new, basis.energy_curve
 
 
+def depth_field_with_basis(stack, n_basis: int | None = None, energy: float | None = None, method: str = "pca"):
+    """A ``DepthPSFField`` carrying one basis per plane (shared K; see module docstring) and the
+    explained-energy curves [D, C_out, C_in, N]."""
+    from psf.depth import DepthPSFField
+
+    check_method(method)
+    if (n_basis is None) == (energy is None):
+        raise ConfigError("give exactly one of n_basis (K) or energy (target explained energy)")
+    curves = torch.stack([energy_curve(stack.psfs[:, :, d], method) for d in range(stack.n_depths)])
+    if energy is not None:
+        n_basis = choose_n_basis(curves, float(energy))  # every channel of every plane
+    planes = [field_with_basis(stack.plane(d), n_basis=n_basis, method=method)[0] for d in range(stack.n_depths)]
+    new = DepthPSFField.from_planes(planes, stack.depths_m)
+    new.attrs = {**stack.attrs, "basis_method": method, "explained_energy": new.attrs["explained_energy"]}
+    new.validate()
+    return new, curves
+
+
+def _is_depth_file(path: Path) -> bool:
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            return "depths_m" in f
+    except OSError:
+        return False  # load_psf_field reports it
+
+
+def add_depth_basis(path: Path, n_basis=None, energy=None, method="pca", figures=True, progress=False):
+    """``add_basis`` for a depth-aware file: per-plane figures ``<name>_d<i>.png``."""
+    from tqdm import tqdm
+
+    from psf.depth import load_depth_psf_field, save_depth_psf_field
+
+    stack = load_depth_psf_field(path)
+    new, curves = depth_field_with_basis(stack, n_basis=n_basis, energy=energy, method=method)
+    with tqdm(total=2, desc="basis figures + file", unit="step", disable=not progress) as bar:
+        with staged_output(path.parent) as stage:
+            if figures:
+                from psf.preview import save_basis_psfs, save_coef_maps, save_energy_curve, save_psf_grid
+
+                for d in range(new.n_depths):
+                    plane = new.plane(d)
+                    names = [f"{Path(n).stem}_d{d}.png" for n in FIGURES]
+                    save_psf_grid(plane, stage / names[0])
+                    save_basis_psfs(plane.basis_psfs, stage / names[1], plane.channel_order)
+                    save_coef_maps(plane, stage / names[2])
+                    save_energy_curve(curves[d], new.n_basis, stage / names[3], plane.channel_order)
+            bar.update()
+            save_depth_psf_field(new, stage / path.name)
+            bar.update()
+    return new, curves, path
+
+
 def add_basis(path: str | os.PathLike, n_basis: int | None = None, energy: float | None = None,
               method: str = "pca", figures: bool = True, progress: bool = False) -> tuple[PSFField, torch.Tensor, Path]:
     """Rewrite ``path`` (a psfs.h5 or its folder) with ``basis_psfs``/``basis_coef``; figures
-    are written next to it. Everything is staged and moved into place only when complete."""
+    are written next to it. Everything is staged and moved into place only when complete.
+    A depth-aware file gets one basis per plane (``add_depth_basis``; returns a ``DepthPSFField``
+    and curves [D, C_out, C_in, N])."""
     from tqdm import tqdm
 
     path = resolve_psf_path(path)
+    if _is_depth_file(path):
+        return add_depth_basis(path, n_basis=n_basis, energy=energy, method=method, figures=figures, progress=progress)
     field = load_psf_field(path)
     new, curve = field_with_basis(field, n_basis=n_basis, energy=energy, method=method)
     with tqdm(total=2, desc="basis figures + file", unit="step", disable=not progress) as bar:

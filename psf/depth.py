@@ -198,10 +198,21 @@ class DepthPSFField:
     channel_order: str = "RGB"
     normalized: bool = True
     attrs: dict[str, Any] = field(default_factory=dict)
+    # step 2: one basis per depth plane, K shared by the planes (docs/optics.md, "Depth")
+    basis_psfs: torch.Tensor | None = None  # [C_out, C_in, D, K, k, k]
+    basis_coef: torch.Tensor | None = None  # [C_out, C_in, D, K, N]
 
     @property
     def n_depths(self) -> int:
         return self.psfs.shape[2]
+
+    @property
+    def has_basis(self) -> bool:
+        return self.basis_psfs is not None
+
+    @property
+    def n_basis(self) -> int | None:
+        return None if self.basis_psfs is None else self.basis_psfs.shape[3]
 
     @property
     def psf_size(self) -> int:
@@ -222,11 +233,19 @@ class DepthPSFField:
         if all(e is not None for e in energies):
             attrs["window_energy_min"] = float(min(energies))
         attrs["magnification"] = [float(p.attrs.get("magnification", float("nan"))) for p in planes]
+        basis = {}
+        if all(p.has_basis for p in planes) and len({p.n_basis for p in planes}) == 1:
+            basis = {"basis_psfs": torch.stack([p.basis_psfs for p in planes], dim=2).contiguous(),
+                     "basis_coef": torch.stack([p.basis_coef for p in planes], dim=2).contiguous()}
+            attrs["explained_energy"] = [p.attrs.get("explained_energy") for p in planes]
+        else:
+            for key in ("basis_method", "explained_energy"):
+                attrs.pop(key, None)
         out = cls(psfs=torch.stack([p.psfs for p in planes], dim=2).contiguous(),
                   depths_m=np.asarray(depths_m, dtype=np.float64), grid_shape=tuple(first.grid_shape),
                   sensor_res=tuple(first.sensor_res), H_img=np.asarray(first.H_img, np.float64),
                   H_obj=np.stack([np.asarray(p.H_obj, np.float64) for p in planes]), psf_type=first.psf_type,
-                  channel_order=first.channel_order, normalized=first.normalized, attrs=attrs)
+                  channel_order=first.channel_order, normalized=first.normalized, attrs=attrs, **basis)
         out.validate()
         return out
 
@@ -249,6 +268,16 @@ class DepthPSFField:
             raise DataError(f"{source}: 'depths_m' must be positive and strictly increasing, got {depths.tolist()}")
         if np.shape(self.H_obj) != (d, 3, 3):
             raise DataError(f"{source}: 'H_obj' must be [D={d}, 3, 3], got {np.shape(self.H_obj)}")
+        if (self.basis_psfs is None) != (self.basis_coef is None):
+            raise DataError(f"{source}: 'basis_psfs' and 'basis_coef' must be present together")
+        if self.basis_psfs is not None:
+            b, c = self.basis_psfs, self.basis_coef
+            if b.ndim != 6 or tuple(b.shape[:3]) != tuple(p.shape[:3]) or tuple(b.shape[4:]) != tuple(p.shape[4:]):
+                raise DataError(f"{source}: 'basis_psfs' must be [C_out, C_in, D, K, k, k] = "
+                                f"{[*p.shape[:3], 'K', *p.shape[4:]]}, got {tuple(b.shape)}")
+            if c.ndim != 5 or tuple(c.shape) != (*p.shape[:3], b.shape[3], p.shape[3]):
+                raise DataError(f"{source}: 'basis_coef' must be [C_out, C_in, D, K, N] = "
+                                f"{[*p.shape[:3], b.shape[3], p.shape[3]]}, got {tuple(c.shape)}")
         for index in range(d):  # shapes, grid, channels, normalisation of every plane
             self.plane(index).validate(f"{source} (depth {depths[index]:g} m)")
         if not torch.isfinite(p).all():
@@ -256,13 +285,17 @@ class DepthPSFField:
 
     def plane(self, index: int) -> PSFField:
         """The field at stored depth ``index`` (a regular single-plane ``PSFField``)."""
-        mags = self.attrs.get("magnification")
         attrs = {**self.attrs, "object_distance_m": float(self.depths_m[index])}
-        if isinstance(mags, (list, tuple)) and len(mags) == self.n_depths:
-            attrs["magnification"] = mags[index]
+        for key in ("magnification", "explained_energy"):  # per-plane lists -> the plane's entry
+            values = self.attrs.get(key)
+            if isinstance(values, (list, tuple)) and len(values) == self.n_depths:
+                attrs[key] = values[index]
+        basis = {}
+        if self.has_basis:
+            basis = {"basis_psfs": self.basis_psfs[:, :, index], "basis_coef": self.basis_coef[:, :, index]}
         return PSFField(psfs=self.psfs[:, :, index], grid_shape=self.grid_shape, sensor_res=self.sensor_res,
                         H_img=self.H_img, H_obj=self.H_obj[index], psf_type=self.psf_type,
-                        channel_order=self.channel_order, normalized=self.normalized, attrs=attrs)
+                        channel_order=self.channel_order, normalized=self.normalized, attrs=attrs, **basis)
 
     def depth_weights(self, depth_m: float) -> list[tuple[int, float]]:
         """(plane, weight) pairs interpolating ``depth_m`` linearly in 1/distance (clamped)."""
@@ -277,15 +310,18 @@ class DepthPSFField:
         return [(i, 1.0 - t), (i + 1, t)] if t > 0 else [(i, 1.0)]
 
     def at_depth(self, depth_m: float) -> PSFField:
-        """The field at any distance: the stored plane, or two planes mixed linearly in 1/distance."""
+        """The field at any distance: the stored plane, or two planes mixed linearly in 1/distance
+        (a mixed plane carries no basis: each stored plane has its own; ``LayeredRenderer`` mixes
+        the two planes' renders, each with its basis)."""
         pairs = self.depth_weights(depth_m)
         if len(pairs) == 1:
             return self.plane(pairs[0][0])
         (i, wi), (j, wj) = pairs
         psfs = (wi * self.psfs[:, :, i].double() + wj * self.psfs[:, :, j].double()).to(self.psfs.dtype)
         base = self.plane(i)
-        return replace(base, psfs=psfs, H_obj=wi * self.H_obj[i] + wj * self.H_obj[j],
-                       attrs={**base.attrs, "object_distance_m": float(depth_m)})
+        attrs = {k: v for k, v in base.attrs.items() if k not in ("basis_method", "explained_energy")}
+        return replace(base, psfs=psfs, H_obj=wi * self.H_obj[i] + wj * self.H_obj[j], basis_psfs=None,
+                       basis_coef=None, attrs={**attrs, "object_distance_m": float(depth_m)})
 
 
 def save_depth_psf_field(depth_field: DepthPSFField, path: str | os.PathLike) -> Path:
@@ -307,6 +343,12 @@ def save_depth_psf_field(depth_field: DepthPSFField, path: str | os.PathLike) ->
         f.create_dataset("positions", data=positions.astype(np.float32))
         f.create_dataset("H_img", data=np.asarray(depth_field.H_img, dtype=np.float64))
         f.create_dataset("H_obj", data=np.asarray(depth_field.H_obj, dtype=np.float64))
+        if depth_field.has_basis:
+            for name in ("basis_psfs", "basis_coef"):
+                data = getattr(depth_field, name).detach().cpu().numpy().astype(np.float32)
+                f.create_dataset(name, data=data, compression="gzip", compression_opts=4,
+                                 chunks=(1, 1, 1, *data.shape[3:]), shuffle=True)
+            f.attrs["n_basis"] = depth_field.n_basis
         f.attrs["psf_type"] = depth_field.psf_type
         f.attrs["grid_shape"] = np.asarray(depth_field.grid_shape, dtype=np.int64)
         f.attrs["psf_size"] = depth_field.psf_size
@@ -345,15 +387,17 @@ def load_depth_psf_field(path: str | os.PathLike) -> DepthPSFField:
             if missing:
                 raise DataError(f"{path}: missing attribute(s) {', '.join(missing)}")
             attrs = {k: _from_attr(v) for k, v in f.attrs.items()}
-            for k in ("psf_size", "n_depths"):
+            for k in ("psf_size", "n_depths", "n_basis"):
                 attrs.pop(k, None)
+            basis = {name: torch.from_numpy(f[name][()].astype(np.float32))
+                     for name in ("basis_psfs", "basis_coef") if name in f}
             out = DepthPSFField(
                 psfs=torch.from_numpy(f["psfs"][()].astype(np.float32)), depths_m=f["depths_m"][()].astype(np.float64),
                 grid_shape=tuple(int(v) for v in attrs.pop("grid_shape")),
                 sensor_res=tuple(int(v) for v in attrs.pop("sensor_res")),
                 H_img=f["H_img"][()].astype(np.float64), H_obj=f["H_obj"][()].astype(np.float64),
                 psf_type=str(attrs.pop("psf_type")), channel_order=str(attrs.pop("channel_order")),
-                normalized=bool(attrs.pop("normalized")), attrs=attrs)
+                normalized=bool(attrs.pop("normalized")), attrs=attrs, **basis)
     if not has_depth:
         return DepthPSFField.from_field(load_psf_field(path))
     out.validate(source=str(path))

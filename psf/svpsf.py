@@ -7,8 +7,8 @@ to sum 1 (DESIGN.md, "PSF file"). Field position is described by the normalised 
 direction ``(cos t, sin t)`` from the centre to the node, in sensor coordinates (x right, y down).
 
 Types (one module each): ``gaussian`` (psf/gaussian.py), ``seidel`` (psf/seidel.py),
-``zernike`` (psf/zernike.py), ``motion`` (psf/motion.py). Their options are the type's dataclass
-fields and are passed as keywords: ``PSFSimulator(psf_type="seidel", f_number=2.8,
+``zernike`` (psf/zernike.py), ``motion`` (psf/motion.py), ``phase_mask`` (psf/phase_mask.py).
+Their options are the type's dataclass fields and are passed as keywords: ``PSFSimulator(psf_type="seidel", f_number=2.8,
 seidel={"W040": 1.0})``.
 """
 from __future__ import annotations
@@ -108,13 +108,15 @@ class SimulationContext:
 def _psf_types() -> dict[str, type]:
     from psf.gaussian import GaussianPSF
     from psf.motion import MotionPSF
+    from psf.phase_mask import PhaseMaskPSF
     from psf.seidel import SeidelPSF
     from psf.zernike import ZernikePSF
 
-    return {"gaussian": GaussianPSF, "seidel": SeidelPSF, "zernike": ZernikePSF, "motion": MotionPSF}
+    return {"gaussian": GaussianPSF, "seidel": SeidelPSF, "zernike": ZernikePSF, "motion": MotionPSF,
+            "phase_mask": PhaseMaskPSF}
 
 
-PSF_TYPE_NAMES = ("gaussian", "seidel", "zernike", "motion")
+PSF_TYPE_NAMES = ("gaussian", "seidel", "zernike", "motion", "phase_mask")
 
 
 def psf_type_class(psf_type: str) -> type:

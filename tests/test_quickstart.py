@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -66,6 +67,9 @@ def test_quickstart_end_to_end_shortened(tmp_path):
                           cwd=tmp_path, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "Wiener, true SV PSFs" in proc.stdout and "NAFNet (trained)" in proc.stdout
+    # The trainer's log lines give the measured speed and the time left (stderr, with the bar).
+    assert re.search(r"step 2: .* \| [0-9.]+ steps/s, [0-9.]+ min left for 2 steps", proc.stderr), proc.stderr[-2000:]
+    assert "steps/s with start-up and validation" in proc.stdout
     results = tmp_path / "quickstart" / "results"
     summary = json.loads((results / "summary.json").read_text())
     for key in (*KEYS, "wiener_cls_oracle_psnr", "wiener_cls_oracle_ssim"):

@@ -317,6 +317,24 @@ def tiled_clip_forward(
     return _stitch(pieces, starts, _zones(starts, window, blend_t), 1, T)
 
 
+def sliding_frames(fn: Callable, clip: torch.Tensor, frames: int, /, **cond) -> torch.Tensor:
+    """Every frame of ``clip`` (B×T×C×H×W) restored by a clip→centre-frame function ``fn`` that
+    takes ``frames`` (odd) frames: frame t comes from frames t−r..t+r (r = frames // 2), indices
+    clamped to the clip (the first and last frames repeated at the ends, the usual sliding-window
+    VSR test protocol). Returns B×T×C'×H'×W'. Per-frame conditioning tensors (B×T×...) are windowed
+    alike; others are passed whole."""
+    if frames % 2 != 1:
+        raise ValueError(f"sliding_frames: a clip→centre-frame network needs an odd number of frames, got {frames}")
+    T, r = clip.shape[1], frames // 2
+    out = []
+    for t in range(T):
+        index = torch.arange(t - r, t + r + 1, device=clip.device).clamp(0, T - 1)
+        window = {k: (v.index_select(1, index) if isinstance(v, torch.Tensor) and v.dim() >= 2
+                      and v.shape[:2] == clip.shape[:2] else v) for k, v in cond.items()}
+        out.append(fn(clip.index_select(1, index), **window))
+    return torch.stack(out, dim=1)
+
+
 def tiled_predict(
     net: torch.nn.Module,
     inputs: Mapping[str, torch.Tensor],
@@ -358,9 +376,14 @@ def tiled_predict(
     if kind in ("image", "denoiser"):
         return tiled_forward(call, x, patch_size, overlap, scale=io.scale, blend=blend, **cond)
     if kind == "clip2frame":
+        def spatial(window, /, **c):
+            return tiled_forward(call, window, patch_size, overlap, scale=io.scale, blend=blend, **c)
+
+        if io.frames is not None and x.shape[1] > io.frames:  # a longer clip: every frame from its window
+            return sliding_frames(spatial, x, io.frames, **cond)
         if io.frames is not None and x.shape[1] != io.frames:
             raise ValueError(f"tiled_predict: this clip→frame network takes {io.frames} frames, got {x.shape[1]}")
-        return tiled_forward(call, x, patch_size, overlap, scale=io.scale, blend=blend, **cond)
+        return spatial(x, **cond)
     if kind == "clip2clip":
         window = frames_window or io.frames
         if frames_overlap is None:

@@ -36,19 +36,11 @@ import torch
 from transformers import PretrainedConfig, PreTrainedModel
 
 from models.archs import LEGACY_MODEL_TYPES  # noqa: F401 (re-exported)
+from utils.layouts import LAYOUTS  # noqa: F401 (re-exported)
 from utils.registry import keyword_names
 
 KINDS = ("image", "clip2clip", "clip2frame", "critic", "autoencoder", "denoiser")
 OUTPUTS = ("image", "clip", "score_map", "latent")
-LAYOUTS = {
-    "image": "C×H×W",
-    "clip": "T×C×H×W",
-    "mask": "1×H×W",
-    "map": "C×H×W aligned with lq",
-    "kernel": "...×k×k (not cropped, transformed with flips)",
-    "vector": "D (per sample)",
-    "scalar": "() per sample",
-}
 _DEFAULT_OUTPUT = {"image": "image", "clip2clip": "clip", "clip2frame": "image", "critic": "score_map",
                    "autoencoder": "image", "denoiser": "image"}
 

@@ -6,7 +6,12 @@ same constructor keywords (``img_channel``, ``width``, ``middle_blk_num``, ``enc
 ``dec_blk_nums``; ``NAFNetLocal``'s ``train_size``), same parameter names, so official
 ``.pth`` files load strictly (``NAFNet_arch.from_official_checkpoint``). Differences from the
 official code are numerical-only: ``LayerNorm2d`` is one fused ``F.layer_norm`` call instead of a
-custom ``autograd.Function``, and the TLC window sums use one cumulative-sum table per call.
+custom ``autograd.Function``, the 1×1 convolutions of a block run as matrix products on
+channels-last tensors (``PointwiseConv2d``, with the channel attention folded into ``conv3``'s
+weights), the scaled residuals are one ``addcmul`` each, and
+the TLC window sums use one cumulative-sum table per call. Train with ``train.channels_last: true``
+on CPU: the quickstart's training step is then ~1.3× faster than it was in NCHW before these
+changes (BENCHMARKS.md, "CPU training step").
 
 Official configurations by name: ``NAFNet_config.official("GoPro-width64")`` or, in YAML,
 ``network: {type: NAFNet, preset: GoPro-width64}`` (explicit keys override the preset).
@@ -22,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.archs.arch_util import ArchIO, RestorationConfig, RestorationModel
-from models.archs.layers import LayerNorm2d, OfficialCheckpointMixin, SimpleGate, pad_to_multiple
+from models.archs.layers import LayerNorm2d, OfficialCheckpointMixin, PointwiseConv2d, SimpleGate, pad_to_multiple
 from utils.errors import ConfigError
 from utils.registry import unknown_name_message
 
@@ -178,22 +183,27 @@ class LocalAvgPool2d(nn.Module):
 class NAFBlock(nn.Module):
     """NAFNet block: LayerNorm → 1×1 → depth-wise 3×3 → SimpleGate → channel attention → 1×1,
     then LayerNorm → 1×1 → SimpleGate → 1×1; both residuals scaled by learned ``beta``/``gamma``
-    (zero at initialisation, so every block starts as the identity)."""
+    (zero at initialisation, so every block starts as the identity).
+
+    The 1×1 convolutions are ``PointwiseConv2d`` (matrix products on channels-last tensors), the
+    channel attention's product goes into ``conv3``'s per-sample weights (``forward_scaled``) and
+    ``y = inp + x * beta`` is one ``addcmul``: the official arithmetic up to float round-off,
+    measured faster on CPU (``scripts/bench_models.py --variants``)."""
 
     def __init__(self, c: int, dw_expand: int = 2, ffn_expand: int = 2, drop_out_rate: float = 0.0,
                  pool: nn.Module | None = None):
         super().__init__()
         dw_channel = c * dw_expand
-        self.conv1 = nn.Conv2d(c, dw_channel, 1)
+        self.conv1 = PointwiseConv2d(c, dw_channel)
         self.conv2 = nn.Conv2d(dw_channel, dw_channel, 3, padding=1, groups=dw_channel)
-        self.conv3 = nn.Conv2d(dw_channel // 2, c, 1)
+        self.conv3 = PointwiseConv2d(dw_channel // 2, c)
         # Simplified channel attention: pooled statistics → 1×1 conv → channel weights.
         self.sca = nn.Sequential(pool if pool is not None else nn.AdaptiveAvgPool2d(1),
                                  nn.Conv2d(dw_channel // 2, dw_channel // 2, 1))
         self.sg = SimpleGate()
         ffn_channel = ffn_expand * c
-        self.conv4 = nn.Conv2d(c, ffn_channel, 1)
-        self.conv5 = nn.Conv2d(ffn_channel // 2, c, 1)
+        self.conv4 = PointwiseConv2d(c, ffn_channel)
+        self.conv5 = PointwiseConv2d(ffn_channel // 2, c)
         self.norm1 = LayerNorm2d(c, eps=1e-6)
         self.norm2 = LayerNorm2d(c, eps=1e-6)
         self.dropout1 = nn.Dropout(drop_out_rate) if drop_out_rate > 0 else nn.Identity()
@@ -203,10 +213,10 @@ class NAFBlock(nn.Module):
 
     def forward(self, inp: torch.Tensor) -> torch.Tensor:
         x = self.sg(self.conv2(self.conv1(self.norm1(inp))))
-        x = self.dropout1(self.conv3(x * self.sca(x)))
-        y = inp + x * self.beta
+        x = self.dropout1(self.conv3.forward_scaled(x, self.sca(x)))
+        y = torch.addcmul(inp, x, self.beta)
         x = self.dropout2(self.conv5(self.sg(self.conv4(self.norm2(y)))))
-        return y + x * self.gamma
+        return torch.addcmul(y, x, self.gamma)
 
 
 class NAFNet_arch(OfficialCheckpointMixin, RestorationModel):
@@ -238,7 +248,7 @@ class NAFNet_arch(OfficialCheckpointMixin, RestorationModel):
         levels = len(c.enc_blk_nums)
         self.middle_blks = blocks(chan, c.middle_blk_num, levels)
         for i, num in enumerate(c.dec_blk_nums):
-            self.ups.append(nn.Sequential(nn.Conv2d(chan, chan * 2, 1, bias=False), nn.PixelShuffle(2)))
+            self.ups.append(nn.Sequential(PointwiseConv2d(chan, chan * 2, bias=False), nn.PixelShuffle(2)))
             chan //= 2
             self.decoders.append(blocks(chan, num, levels - 1 - i))
         self.padder_size = 2 ** levels
