@@ -74,7 +74,7 @@ def main(argv=None) -> int:
     for item in args.eval:
         run, _, flow = item.partition(":")
         net = load_run(Path(run), flow or None)
-        result = scores(cfg, lambda lq: net(lq[None])[0])
+        result = scores(cfg, lambda lq, net=net: net(lq[None])[0])
         label = Path(run).name + (f" (flow: {flow})" if flow else "")
         print(f"| {label}, last/ | – | " + " | ".join(f"{result[m]:.4f}" for m in metrics) + " |")
     return 0

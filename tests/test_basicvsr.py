@@ -7,6 +7,7 @@ import torch
 
 from models.archs.basicvsr_arch import BasicVSR_arch, BasicVSR_config
 from models.archs.basicvsrpp_arch import BasicVSRPlusPlus_arch, BasicVSRPlusPlus_config
+from utils.errors import DataError
 from video_fixtures import full_state_dict, meta
 
 
@@ -46,7 +47,7 @@ def test_basicvsrpp_official_checkpoint_strict(tmp_path):
     kw = {k: v for k, v in meta("basicvsrpp_official_small")["constructor_kwargs"].items() if k != "spynet_path"}
     net = BasicVSRPlusPlus_arch.from_official_checkpoint(tmp_path / "bvsrpp.pth", **kw)
     assert not net.training
-    with pytest.raises(Exception):
+    with pytest.raises(DataError):
         net.load_official_state_dict({k: v for k, v in full.items() if "conv_offset.6" not in k})
 
 

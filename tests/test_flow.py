@@ -10,6 +10,7 @@ from scipy import ndimage
 
 from models.archs.dcn import deform_conv2d
 from models.archs.spynet_arch import SpyNet
+from utils.errors import DataError
 from utils.flow import batched_flow, compose_flows, dis_flow, epe, farneback_flow, flow_warp
 from video_fixtures import load, state_dict
 
@@ -65,7 +66,7 @@ def test_spynet_official_file_loads_strictly(tmp_path):
     net = SpyNet(load_path=str(tmp_path / "spynet.pth")).eval()
     with torch.no_grad():
         torch.testing.assert_close(net(t["input_ref"], t["input_supp"]), t["output"], atol=1e-5, rtol=0)
-    with pytest.raises(Exception):
+    with pytest.raises(DataError):
         net.load_official_state_dict({**sd, "extra.weight": torch.zeros(1)})
 
 

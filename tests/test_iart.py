@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from models.archs.iart_arch import IART_arch, IART_config, ImplicitWarpModule
+from utils.errors import DataError
 from utils.flow import flow_warp
 from video_fixtures import full_state_dict, load, meta, state_dict
 
@@ -106,7 +107,7 @@ def test_iart_official_checkpoint_strict(tmp_path):
     torch.save({"params": full}, tmp_path / "iart.pth")
     net = IART_arch.from_official_checkpoint(tmp_path / "iart.pth", **_kwargs("iart_official_small"))
     assert isinstance(net, IART_arch) and not net.training
-    with pytest.raises(Exception):  # strict: an unused conv missing is an error too
+    with pytest.raises(DataError):  # strict: an unused conv missing is an error too
         net.load_official_state_dict({k: v for k, v in full.items() if "conv_first_feat" not in k})
 
 
