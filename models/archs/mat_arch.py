@@ -783,6 +783,17 @@ class MAT_arch(RestorationModel):
         self.mapping = MappingNet(c.z_dim, c.c_dim, c.w_dim, self.synthesis.num_layers, num_layers=c.mapping_layers)
         self.post_init()
 
+    def to(self, *args, **kwargs):
+        """As ``nn.Module.to``; ``memory_format`` applies to the 4-D tensors only (the official
+        modulated-conv weights are 5-D, which ``channels_last`` cannot take)."""
+        fmt = kwargs.pop("memory_format", None)
+        out = super().to(*args, **kwargs)
+        if fmt is not None:
+            for t in list(self.parameters()) + list(self.buffers()):
+                if t.dim() == 4:
+                    t.data = t.data.contiguous(memory_format=fmt)
+        return out
+
     @property
     def io(self) -> ArchIO:
         return ArchIO(kind="image", inputs={"lq": "image", "mask": "mask"})
