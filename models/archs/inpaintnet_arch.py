@@ -5,7 +5,7 @@
    (values and weights alike), then every hole is filled from the coarsest level that sees a
    known pixel, blended upwards level by level. Smooth, parameter-free, any size; known pixels
    are untouched.
-2. **Residual U-Net** on [pre-fill, mask − 0.5]: ``depth`` stride-2 levels of ``width·2^l``
+2. **Residual U-Net** (residual blocks scaled by 0.2) on [pre-fill, mask − 0.5]: ``depth`` stride-2 levels of ``width·2^l``
    channels (capped at ``max_width``), ``dilated_blocks`` residual blocks with dilations 2, 4, 8…
    at the bottom for a wide receptive field, skip connections by addition; the last conv is
    zero-initialised, so the untrained network returns the pre-fill.
@@ -47,7 +47,7 @@ class ResBlock(nn.Module):
         self.act = nn.LeakyReLU(0.2)
 
     def forward(self, x):
-        return x + self.conv2(self.act(self.conv1(x)))
+        return x + 0.2 * self.conv2(self.act(self.conv1(x)))  # residual scaling (EDSR) for stable training
 
 
 class InpaintNet_config(RestorationConfig):
