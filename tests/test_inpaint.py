@@ -173,3 +173,59 @@ def test_trainer_end_to_end_with_critic_and_r1_then_test(tmp_path):
     out = torch.from_numpy(read_image(pngs[0])).permute(2, 0, 1)
     known = s["mask"].expand_as(out) > 0.5
     assert torch.allclose(out[known], s["lq"][known], atol=0.5 / 255)  # the 8-bit PNG of the exact known pixels
+
+
+def _square_task(n, generator, size=32):
+    """A background colour (known) and a central square of another colour (the hole): the
+    hole's colour is unknowable from the context; the reference (the image cyclically shifted,
+    flipped) holds it."""
+    bg = torch.rand(n, 3, 1, 1, generator=generator).expand(n, 3, size, size)
+    fg = torch.rand(n, 3, 1, 1, generator=generator)
+    q = size // 4
+    mask = torch.ones(n, 1, size, size)
+    mask[..., q:3 * q, q:3 * q] = 0
+    gt = torch.where(mask > 0.5, bg, fg.expand(n, 3, size, size))
+    shifts = torch.randint(0, size, (2,), generator=generator).tolist()
+    ref = torch.roll(gt.flip(-1), shifts=shifts, dims=(-2, -1))
+    return gt, mask, ref
+
+
+@pytest.mark.slow
+def test_reference_guides_the_fill_on_a_synthetic_task():
+    torch.manual_seed(0)
+    net = RefInpaintNet_arch(RefInpaintNet_config(width=8, depth=2, max_width=32, dilated_blocks=1, ref_tokens=8,
+                                                  heads=2))
+    opt = torch.optim.Adam(net.parameters(), lr=2e-3)
+    g = torch.Generator().manual_seed(1)
+    for _ in range(300):
+        gt, mask, ref = _square_task(16, g)
+        out = net(gt * mask, mask, ref, torch.ones(16))
+        loss = hole_l1(out, gt, mask)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    net.eval()
+    gt, mask, ref = _square_task(64, torch.Generator().manual_seed(99))
+    from utils.metrics.masked import masked_psnr
+
+    hole = 1 - mask
+    with torch.no_grad():
+        with_ref = masked_psnr(net(gt * mask, mask, ref, torch.ones(64)).clamp(0, 1), gt, hole).mean().item()
+        without = masked_psnr(net(gt * mask, mask, torch.zeros_like(ref), torch.zeros(64)).clamp(0, 1), gt,
+                              hole).mean().item()
+    print(f"hole PSNR with reference {with_ref:.2f} dB, ref_valid = 0 {without:.2f} dB")
+    assert with_ref > without + 3.0
+
+
+def test_opencv_network_equals_the_comparison_baseline():
+    from models.archs.inpaint_opencv_arch import OpenCVInpaint_arch, OpenCVInpaint_config
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from compare_inpainting import opencv_inpaint
+
+    gt, mask = _batch((30, 34), b=2)
+    for method in ("telea", "ns"):
+        net = OpenCVInpaint_arch(OpenCVInpaint_config(method=method))
+        out = net(gt * mask, mask)
+        for b in range(2):
+            assert torch.equal(out[b], opencv_inpaint(gt[b] * mask[b], mask[b], method))
