@@ -31,6 +31,7 @@ and ``ref_valid`` = 0 (the flag, never silent zeros).
 from __future__ import annotations
 
 from pathlib import Path
+from types import MappingProxyType
 
 import numpy as np
 import torch
@@ -44,7 +45,7 @@ REF_MODES = ("none", "same_image")
 
 
 class InpaintingDataset(PairedImageDataset):
-    layouts = {"mask": "mask"}
+    layouts = MappingProxyType({"mask": "mask"})
 
     def __init__(self, images: str = "builtin", names: list[str] | None = None, exclude: list[str] | None = None,
                  image_size: int | list[int] | None = 256, masks: str = "mat_256_small",

@@ -28,7 +28,6 @@ import inspect
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from models.base_model import BaseModel
 from models.losses import build_loss
@@ -175,4 +174,4 @@ class Inpainting_model(BaseModel):
         self.generator_updates = int(state["generator_updates"])
 
 
-__all__ = ["Inpainting_model", "InpaintingOptions", "hole_l1", "r1_penalty", "F"]
+__all__ = ["InpaintingOptions", "Inpainting_model", "hole_l1", "r1_penalty"]

@@ -24,10 +24,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
 
-from utils.errors import run_cli  # noqa: E402
+from utils.errors import run_cli
 
 BASELINES = ("telea", "ns", "pushpull")
 

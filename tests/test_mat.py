@@ -37,9 +37,9 @@ def _case_state(t, case):
 
 
 PCONV = {
-    "pconv_k3": dict(in_channels=4, out_channels=8, kernel_size=3, activation="lrelu"),
-    "pconv_k3_down2": dict(in_channels=8, out_channels=8, kernel_size=3, activation="lrelu", down=2),
-    "pconv_k5_linear": dict(in_channels=3, out_channels=6, kernel_size=5, activation="linear"),
+    "pconv_k3": {"in_channels": 4, "out_channels": 8, "kernel_size": 3, "activation": "lrelu"},
+    "pconv_k3_down2": {"in_channels": 8, "out_channels": 8, "kernel_size": 3, "activation": "lrelu", "down": 2},
+    "pconv_k5_linear": {"in_channels": 3, "out_channels": 6, "kernel_size": 5, "activation": "linear"},
 }
 
 
@@ -79,7 +79,7 @@ def test_transformer_stage_matches_official(case):
     x, mask = t[f"{case}.x"], t[f"{case}.mask"]
     with torch.no_grad():
         if merge:
-            xm, sm, mm = layer.downsample(x, size, mask)
+            xm, _sm, mm = layer.downsample(x, size, mask)
             torch.testing.assert_close(xm, t[f"{case}.after_downsample"], atol=1e-5, rtol=0)
             assert torch.equal(mm, t[f"{case}.after_downsample_mask"])
             xb, mb = xm, mm

@@ -766,7 +766,7 @@ class MAT_config(RestorationConfig):
         super().__init__(**kwargs)
 
     @classmethod
-    def tiny(cls) -> "MAT_config":
+    def tiny(cls) -> MAT_config:
         return cls(z_dim=8, w_dim=8, img_resolution=128, first_stage_dim=12, num_heads=2, channel_divisor=32,
                    mapping_layers=2)
 

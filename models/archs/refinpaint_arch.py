@@ -47,7 +47,7 @@ class CrossAttentionFusion(nn.Module):
         b, c, h, w = x.shape
         k, v = self.kv(ref_tokens).chunk(2, dim=-1)                      # B×N×C
         q = self.q(x).flatten(2).transpose(1, 2)                          # B×HW×C
-        split = lambda t: t.reshape(b, t.shape[1], self.heads, c // self.heads).transpose(1, 2)  # noqa: E731
+        split = lambda t: t.reshape(b, t.shape[1], self.heads, c // self.heads).transpose(1, 2)
         attn = F.scaled_dot_product_attention(split(q), split(k), split(v))
         attn = attn.transpose(1, 2).reshape(b, h * w, c).transpose(1, 2).reshape(b, c, h, w)
         return x + (self.gate * ref_valid.reshape(b, 1, 1, 1)) * self.proj(attn)
@@ -141,7 +141,7 @@ class RefInpaintNet_arch(InpaintNet_arch):
         b = self.body
         rf = self.encode_ref(ref)
         feats = b.encode(x)
-        fuse = lambda i, f: self.fusion[str(i)](f, self.tokens(rf[i]), valid) if str(i) in self.fusion else f  # noqa: E731
+        fuse = lambda i, f: self.fusion[str(i)](f, self.tokens(rf[i]), valid) if str(i) in self.fusion else f
         feats = [fuse(i, f) for i, f in enumerate(feats)]
         y = b.bottom(feats[-1])
         gamma, beta = self.style(rf[-1].mean(dim=(2, 3))).chunk(2, dim=1)
