@@ -22,8 +22,9 @@ YAML keys (constructor keywords)::
 
 Masks follow DESIGN.md (1 = known, 0 = hole), B×1×H×W once batched. Training masks are drawn per
 sample from the seeded generator: a numpy seed taken from the sample's (seed, epoch, index)
-generator, so any worker count and a resume see the same masks; MAT masks are made at their own
-side and resized (nearest) to the crop. Validation/test samples pair every image with every
+generator, so any worker count and a resume see the same masks. Every mask is made at the source
+image's size (MAT masks resized, nearest, when the sizes differ) and cropped with the image, so
+training crops see holes at the pixel scale of the evaluation masks. Validation/test samples pair every image with every
 seed of ``mask_seeds`` (key ``<image>_m<seed>``) or every file of ``mask_folder`` (key
 ``<image>_<mask name>``): fixed forever. A sample without its reference carries ``ref`` = zeros
 and ``ref_valid`` = 0 (the flag, never silent zeros).
@@ -99,40 +100,39 @@ class InpaintingDataset(PairedImageDataset):
         return f"{self.keys_[i]}_m{self.mask_seeds[j]}"
 
     def load_sample(self, index: int, generator: torch.Generator) -> dict:
+        """The whole image with its mask made at the image's size (training: drawn; val/test:
+        fixed), so a crop keeps the holes' pixel scale of the evaluation masks."""
         i = index // self.per_image()
         gt = self.images[i]
-        # the mask is made after the crop (finish_sample); a placeholder keeps the layouts aligned
-        return {"gt": gt, "lq": gt, "mask": torch.ones(1, *gt.shape[-2:]), "key": self.sample_key(index)}
-
-    def fixed_mask(self, index: int, hw) -> np.ndarray:
-        j = index % self.per_image()
-        if self.mask_files:
-            m = mask_lib.read_mask(self.mask_files[j])
-            if m.shape != tuple(hw):
-                import cv2
-
-                m = cv2.resize(m, (hw[1], hw[0]), interpolation=cv2.INTER_NEAREST)
-            return m
-        return mask_lib.make_mask(self.mask_kind, self.mask_seeds[j], tuple(hw))
-
-    def finish_sample(self, sample: dict, index: int, geometry: Geometry, generator: torch.Generator) -> None:
-        gt = sample["gt"]
         hw = tuple(gt.shape[-2:])
         if self.random:
             seed = int(torch.randint(0, 2 ** 31 - 1, (1,), generator=generator))
             if self.mask_files:
-                j = seed % len(self.mask_files)
-                m = mask_lib.read_mask(self.mask_files[j])
-                import cv2
-
-                m = cv2.resize(m, (hw[1], hw[0]), interpolation=cv2.INTER_NEAREST) if m.shape != hw else m
+                m = self.resized(mask_lib.read_mask(self.mask_files[seed % len(self.mask_files)]), hw)
             else:
                 m = mask_lib.make_mask(self.mask_kind, seed, hw)
         else:
             m = self.fixed_mask(index, hw)
         mask = torch.from_numpy(np.ascontiguousarray(m)).float()[None]
-        sample["mask"] = mask
-        sample["lq"] = gt * mask
+        return {"gt": gt, "lq": gt * mask, "mask": mask, "key": self.sample_key(index)}
+
+    @staticmethod
+    def resized(m: np.ndarray, hw) -> np.ndarray:
+        if m.shape == tuple(hw):
+            return m
+        import cv2
+
+        return cv2.resize(m, (hw[1], hw[0]), interpolation=cv2.INTER_NEAREST)
+
+    def fixed_mask(self, index: int, hw) -> np.ndarray:
+        j = index % self.per_image()
+        if self.mask_files:
+            return self.resized(mask_lib.read_mask(self.mask_files[j]), hw)
+        return mask_lib.make_mask(self.mask_kind, self.mask_seeds[j], tuple(hw))
+
+    def finish_sample(self, sample: dict, index: int, geometry: Geometry, generator: torch.Generator) -> None:
+        gt = sample["gt"]
+        sample["lq"] = gt * sample["mask"]  # exact after the crop and flips
         if self.ref != "none":
             ref = self.make_ref(gt, generator)
             valid = True
