@@ -157,7 +157,7 @@ def test_full_generator_matches_official_with_recorded_dropout():
         # |x| reaches 23 with random weights; float32 reimplementations differ by ~1e-5 relative
         rel = ((got - ref).abs() / ref.abs().amax()).max().item()
         assert rel <= 1e-4, rel
-        assert (got - ref).abs().mean().item() <= 1e-5
+        assert (got - ref).abs().mean().item() <= 2e-5  # 0.6e-5 to 1.05e-5 measured (1 or 2 threads)
     known = t["mask"].expand_as(out) > 0.5
     assert torch.equal(out[known], t["image"][known])
 
