@@ -7,7 +7,7 @@ class that implements it, found by the file naming convention:
 * models:   ``{Name}`` in ``models/**/*_model.py``, subclasses of ``models.base_model.BaseModel``
 * losses:   ``{Name}Loss`` in ``models/losses/**/*_loss.py`` (base classes live in
   ``models/losses/base.py``, outside the pattern)
-* datasets: ``{Name}`` in ``dataset/*_dataset.py``
+* datasets: ``{Name}Dataset`` in ``dataset/*_dataset.py`` (the whole name, ``HFDataset``, is the YAML type)
 
 Discovery reads the files' syntax trees (top-level ``class`` statements and ``Name = ...``
 aliases) without importing them, so it is cheap and a broken optional dependency in one
@@ -63,12 +63,14 @@ class Registry:
     the syntax tree, checked again on import).
     """
 
-    def __init__(self, kind: str, root: str, pattern: str, suffix: str = "", base: str | None = None):
+    def __init__(self, kind: str, root: str, pattern: str, suffix: str = "", base: str | None = None,
+                 ending: str = ""):
         self.kind = kind
         self.root = PROJECT_ROOT / root
         self.pattern = pattern
         self.suffix = suffix
         self.base = base
+        self.ending = ending  # names must end with it (kept in the name): "Dataset" for datasets
         self._index: dict[str, list[_Entry]] | None = None
         self._signature: tuple | None = None
 
@@ -92,6 +94,8 @@ class Registry:
             for name in _top_level_names(path):
                 if name.startswith("_") or not name[0].isupper():
                     continue
+                if self.ending and not name.endswith(self.ending):
+                    continue  # module constants and helper classes (TASK_KINDS, ClipMotion) are not datasets
                 if base is not None:
                     cls = _class_of(f"{module}.{name}")
                     if cls is None or cls == base or not _derives(cls, base):
@@ -314,7 +318,7 @@ def _derives(cls: tuple[str, str], base: tuple[str, str], seen: set | None = Non
 NETWORKS = Registry("network", "models/archs", "**/*_arch.py", suffix="_arch")
 MODELS = Registry("model_type", "models", "**/*_model.py", base="models.base_model.BaseModel")
 LOSSES = Registry("loss", "models/losses", "**/*_loss.py", suffix="Loss", base="models.losses.base.Loss")
-DATASETS = Registry("dataset", "dataset", "*_dataset.py")
+DATASETS = Registry("dataset", "dataset", "*_dataset.py", ending="Dataset")
 
 
 def keyword_names(func) -> list[str]:
