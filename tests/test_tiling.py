@@ -130,7 +130,7 @@ def test_bad_arguments():
         tiled_forward(lambda t: t[..., ::2, ::2], x, 16, 4)
 
 
-# -- scale factor, clips, encoder/decoder grids, tiled_predict (issue 10) --------------------------------
+# -- scale factor, clips, encoder/decoder grids, tiled_predict --------------------------------
 from utils.tiling import tiled_clip_forward, tiled_decode, tiled_encode  # noqa: E402
 
 

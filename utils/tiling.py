@@ -22,7 +22,7 @@ last two dimensions equal the image's H, W, e.g. ``mask``, per-pixel PSF coeffic
 other value (``basis_psfs``, scalars) is passed through unchanged. ``tiled_keys`` overrides the
 detection.
 
-Generalisations (issue 10), all built on one grid-based core so the guarantees above carry over:
+Generalisations, all built on one grid-based core so the guarantees above carry over:
 
 * ``scale``: ``fn`` returns ``scale``× its tile (super-resolution); output tiles are stitched at
   ``scale``× the input positions, the cross-fades are ``scale``× as wide. Output pixel ``o``
