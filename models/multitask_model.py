@@ -282,8 +282,7 @@ class MultiTaskGAN_model(BaseModel):
     def critic_loss(self, gt: torch.Tensor, fake: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         n = gt.shape[0]
         logits = self.critic(torch.cat([gt, fake.detach()]), torch.cat([cond, cond]))
-        return 0.5 * (self.gan(logits[:n], target_is_real=True, for_discriminator=True)
-                      + self.gan(logits[n:], target_is_real=False, for_discriminator=True))
+        return self.gan.critic_loss(logits, n)
 
     def advantage(self, gt: torch.Tensor, fake: torch.Tensor, cond: torch.Tensor) -> float:
         """mean s(D(real)) − mean s(D(fake)), averaged over processes (s: sigmoid for vanilla)."""

@@ -83,8 +83,7 @@ class Pix2Pix_model(BaseModel):
             self.optimizers["discriminator"].zero_grad(set_to_none=True)  # the generator's term left grads here
             n = gt.shape[0]
             logits = self.critic(torch.cat([gt, pred.detach()]), torch.cat([lq, lq]))
-            d_loss = 0.5 * (self.gan(logits[:n], target_is_real=True, for_discriminator=True)
-                            + self.gan(logits[n:], target_is_real=False, for_discriminator=True))
+            d_loss = self.gan.critic_loss(logits, n)
             self.backward(d_loss, "critic loss")
             self.step_optimizer("discriminator")
             self.critic_updates += int(self.accelerator.sync_gradients)

@@ -181,8 +181,7 @@ class VAE_model(BaseModel):
             self.optimizers["discriminator"].zero_grad(set_to_none=True)  # the generator's term left grads here
             n = x.shape[0]
             logits = self.networks["discriminator"](image=torch.cat([x, rec.detach()]))
-            d_loss = 0.5 * (self.gan(logits[:n], target_is_real=True, for_discriminator=True)
-                            + self.gan(logits[n:], target_is_real=False, for_discriminator=True))
+            d_loss = self.gan.critic_loss(logits, n)
             self.backward(d_loss, "critic loss")
             self.step_optimizer("discriminator")
             self.critic_updates += int(self.accelerator.sync_gradients)

@@ -48,3 +48,9 @@ class GANLoss(Loss):
                     raise ValueError("hinge GAN loss: the generator's loss is defined for target_is_real=True only")
                 loss = -x.mean()
         return loss if for_discriminator else self.weight * loss
+
+    def critic_loss(self, logits: torch.Tensor, n_real: int) -> torch.Tensor:
+        """The critic's loss on one batched forward of real then fake inputs: the mean of its loss
+        on ``logits[:n_real]`` (real) and ``logits[n_real:]`` (fake)."""
+        return 0.5 * (self(logits[:n_real], target_is_real=True, for_discriminator=True)
+                      + self(logits[n_real:], target_is_real=False, for_discriminator=True))
